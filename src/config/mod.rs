@@ -1,0 +1,1 @@
+//! Configuration (placeholder while it is written).

@@ -1,0 +1,3 @@
+//! The engine (placeholder while it is written).
+pub mod spec;
+pub use spec::*;

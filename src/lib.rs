@@ -1,0 +1,31 @@
+//! # hazgate
+//!
+//! A real-time sensor monitoring gateway for coal mines and hazardous-chemical sites:
+//! graded monitoring with real-time warning (分级监控、实时预警) for major hazard
+//! sources (重大危险源).
+//!
+//! ## Data flow
+//!
+//! ```text
+//!  sources (Modbus, MQTT) ──mpsc──► engine (one task, pure) ──► durable log ──► sinks
+//!                                   quality → graded thresholds     (SQLite)      (InfluxDB,
+//!                                   → alarm states → risk colour                   province uplink)
+//!                                                        └──► live broadcast ──► API / dashboard
+//! ```
+//!
+//! ## Modules
+//!
+//! - [`model`]: the shared names — `Reading`, `Quality`, `Colour`, `Direction`,
+//!   `PointKind`, ids and timestamps.
+//! - [`config`]: the TOML file a plant engineer writes — structures, loading with
+//!   environment overrides (`HAZGATE__SECTION__KEY`), and validation that reports
+//!   every problem at once with its key path and line; it compiles a valid file into
+//!   an [`engine::EngineSpec`].
+//! - [`engine`]: the pure core. No IO, no clock: time is an argument. It turns
+//!   readings into graded alarms (hysteresis, on/off delays, rate of change, stale and
+//!   sensor-fault detection), runs each alarm through its ISA-18.2 life, recomputes
+//!   hazard-source risk colours and keeps alarm-rate figures (flood, chattering).
+
+pub mod config;
+pub mod engine;
+pub mod model;
