@@ -3,8 +3,12 @@
 //! Target: at least 5 million readings per second.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hazgate::engine::{AlarmRateSpec, Engine, EngineSpec, Event, GradeSpec, HazardSourceSpec, PointSpec};
-use hazgate::model::{Colour, Direction, HazardGrade, HazardSourceId, PointId, PointKind, Quality, Reading, Timestamp};
+use hazgate::engine::{
+    AlarmRateSpec, Engine, EngineSpec, Event, GradeSpec, HazardSourceSpec, PointSpec,
+};
+use hazgate::model::{
+    Colour, Direction, HazardGrade, HazardSourceId, PointId, PointKind, Quality, Reading, Timestamp,
+};
 use std::hint::black_box;
 
 const POINTS: usize = 10_000;
@@ -88,7 +92,11 @@ fn readings() -> Vec<Reading> {
             if rng.next() % 20_000 == 0 {
                 *x = 1.6;
             }
-            *x = if *x > 1.0 { *x * 0.97 } else { x.clamp(0.05, 3.9) };
+            *x = if *x > 1.0 {
+                *x * 0.97
+            } else {
+                x.clamp(0.05, 3.9)
+            };
             out.push(Reading {
                 point: PointId(i as u32),
                 ts: Timestamp(1_700_000_000_000 + round as i64 * 1000),
@@ -108,8 +116,14 @@ fn bench(c: &mut Criterion) {
     for r in &readings {
         probe.on_reading(*r, &mut events);
     }
-    let transitions = events.iter().filter(|e| matches!(e, Event::Alarm(_))).count();
-    assert!(probe.counters().raised > 10, "the workload raised too few alarms");
+    let transitions = events
+        .iter()
+        .filter(|e| matches!(e, Event::Alarm(_)))
+        .count();
+    assert!(
+        probe.counters().raised > 10,
+        "the workload raised too few alarms"
+    );
     eprintln!(
         "workload: {} readings, {} alarms raised, {} alarm transitions",
         readings.len(),
@@ -121,7 +135,12 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("10k_points_random_walk", |b| {
         b.iter_batched_ref(
-            || (Engine::new(spec(), Timestamp(1_700_000_000_000), 1), Vec::<Event>::with_capacity(1024)),
+            || {
+                (
+                    Engine::new(spec(), Timestamp(1_700_000_000_000), 1),
+                    Vec::<Event>::with_capacity(1024),
+                )
+            },
             |(engine, out)| {
                 for r in &readings {
                     black_box(engine.on_reading(*r, out));

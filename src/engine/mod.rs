@@ -35,11 +35,17 @@ pub use alarm::{Ack, Alarm, AlarmEvent, AlarmKind, AlarmState, Shelve, Transitio
 pub use rate::FloodChange;
 pub use spec::*;
 
-use crate::model::{AlarmId, Colour, Direction, HazardSourceId, PointId, Quality, Reading, Timestamp};
+use crate::model::{
+    AlarmId, Colour, Direction, HazardSourceId, PointId, Quality, Reading, Timestamp,
+};
 use rate::{AlarmRate, Chatter, RateOfChange};
 use std::collections::HashMap;
 
 /// Something the engine wants the rest of the gateway to know.
+///
+/// Events are rare next to readings (transitions only), so the alarm variant is kept
+/// inline rather than boxed: no allocation per event beyond the alarm's own strings.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// An alarm transition, to be committed to the durable log before it is shown.
@@ -47,7 +53,11 @@ pub enum Event {
     /// A hazard source's risk colour changed.
     Risk(RiskChange),
     /// The gateway entered or left an alarm flood.
-    Flood { change: FloodChange, per_10min: u32, ts: Timestamp },
+    Flood {
+        change: FloodChange,
+        per_10min: u32,
+        ts: Timestamp,
+    },
     /// A point went stale: no reading within its window. The reading carries the last
     /// value seen with quality `stale`, so it can be stored like any other.
     Stale(Reading),
@@ -212,7 +222,10 @@ impl Engine {
                     colour: g.colour,
                 });
             }
-            let hazard = p.hazard_source.map(|h| h.0).filter(|&h| (h as usize) < source_points.len());
+            let hazard = p
+                .hazard_source
+                .map(|h| h.0)
+                .filter(|&h| (h as usize) < source_points.len());
             if let Some(h) = hazard {
                 source_points[h as usize].push(i as u32);
             }
@@ -317,7 +330,10 @@ impl Engine {
                     self.evaluate_rate(idx, reading.ts, value, out);
                 }
             }
-            Quality::OutOfRange | Quality::BadData | Quality::DeviceException(_) | Quality::SourceBad => {
+            Quality::OutOfRange
+            | Quality::BadData
+            | Quality::DeviceException(_)
+            | Quality::SourceBad => {
                 self.hold(idx);
                 let cond = Cond {
                     grade: None,
@@ -326,7 +342,14 @@ impl Engine {
                     power_cut: false,
                     high: true,
                 };
-                self.step_slot(idx, AlarmKind::SensorFault, Some(cond), value, reading.ts, out);
+                self.step_slot(
+                    idx,
+                    AlarmKind::SensorFault,
+                    Some(cond),
+                    value,
+                    reading.ts,
+                    out,
+                );
             }
             _ => self.hold(idx),
         }
@@ -346,7 +369,10 @@ impl Engine {
                 self.evaluate_grades(idx, now.0, v, out);
             }
             let p = &mut self.points[idx];
-            if p.stale_after_ms > 0 && !p.stale && now.0.saturating_sub(p.seen_ts) > p.stale_after_ms {
+            if p.stale_after_ms > 0
+                && !p.stale
+                && now.0.saturating_sub(p.seen_ts) > p.stale_after_ms
+            {
                 p.stale = true;
                 p.pending = 0;
                 let (gs, gl) = (p.grades_start, p.grades_len);
@@ -392,7 +418,10 @@ impl Engine {
             }
         }
         let rs = &self.spec.alarm_rate;
-        if let Some(change) = self.alarm_rate.update(now, rs.flood_start_per_10min, rs.flood_end_per_10min) {
+        if let Some(change) =
+            self.alarm_rate
+                .update(now, rs.flood_start_per_10min, rs.flood_end_per_10min)
+        {
             out.push(Event::Flood {
                 change,
                 per_10min: self.alarm_rate.per_10min(),
@@ -410,7 +439,10 @@ impl Engine {
         now: Timestamp,
         out: &mut Vec<Event>,
     ) -> Result<(), ControlError> {
-        let (idx, kind) = *self.alarm_index.get(&id).ok_or(ControlError::UnknownAlarm(id))?;
+        let (idx, kind) = *self
+            .alarm_index
+            .get(&id)
+            .ok_or(ControlError::UnknownAlarm(id))?;
         let slot = &mut self.points[idx as usize].slots[kind.slot()];
         let a = slot.as_deref_mut().ok_or(ControlError::UnknownAlarm(id))?;
         let ack = Ack {
@@ -446,7 +478,9 @@ impl Engine {
                 *slot = None;
                 self.alarm_index.remove(&id);
             }
-            AlarmState::Acked | AlarmState::Normal => return Err(ControlError::AlreadyAcknowledged(id)),
+            AlarmState::Acked | AlarmState::Normal => {
+                return Err(ControlError::AlreadyAcknowledged(id))
+            }
         }
         Ok(())
     }
@@ -466,7 +500,10 @@ impl Engine {
         if duration_ms == 0 {
             return Err(ControlError::InvalidDuration);
         }
-        let (idx, kind) = *self.alarm_index.get(&id).ok_or(ControlError::UnknownAlarm(id))?;
+        let (idx, kind) = *self
+            .alarm_index
+            .get(&id)
+            .ok_or(ControlError::UnknownAlarm(id))?;
         let a = self.points[idx as usize].slots[kind.slot()]
             .as_deref_mut()
             .ok_or(ControlError::UnknownAlarm(id))?;
@@ -491,8 +528,16 @@ impl Engine {
     }
 
     /// End a shelve by hand.
-    pub fn unshelve(&mut self, id: AlarmId, now: Timestamp, out: &mut Vec<Event>) -> Result<(), ControlError> {
-        let (idx, kind) = *self.alarm_index.get(&id).ok_or(ControlError::UnknownAlarm(id))?;
+    pub fn unshelve(
+        &mut self,
+        id: AlarmId,
+        now: Timestamp,
+        out: &mut Vec<Event>,
+    ) -> Result<(), ControlError> {
+        let (idx, kind) = *self
+            .alarm_index
+            .get(&id)
+            .ok_or(ControlError::UnknownAlarm(id))?;
         let a = self.points[idx as usize].slots[kind.slot()]
             .as_deref_mut()
             .ok_or(ControlError::UnknownAlarm(id))?;
@@ -519,7 +564,10 @@ impl Engine {
         out: &mut Vec<Event>,
     ) -> Result<(), ControlError> {
         let idx = point.0 as usize;
-        let p = self.points.get_mut(idx).ok_or(ControlError::UnknownPoint(point.0))?;
+        let p = self
+            .points
+            .get_mut(idx)
+            .ok_or(ControlError::UnknownPoint(point.0))?;
         if p.out_of_service == out_of_service {
             return Ok(());
         }
@@ -546,9 +594,16 @@ impl Engine {
     /// Put a point into calibration / maintenance mode or take it out. In
     /// maintenance its readings are kept but flagged `maintenance`, and its alarms
     /// are held as they are. Leaving maintenance evaluates the next reading afresh.
-    pub fn set_maintenance(&mut self, point: PointId, maintenance: bool) -> Result<(), ControlError> {
+    pub fn set_maintenance(
+        &mut self,
+        point: PointId,
+        maintenance: bool,
+    ) -> Result<(), ControlError> {
         let idx = point.0 as usize;
-        let p = self.points.get_mut(idx).ok_or(ControlError::UnknownPoint(point.0))?;
+        let p = self
+            .points
+            .get_mut(idx)
+            .ok_or(ControlError::UnknownPoint(point.0))?;
         if p.maintenance != maintenance {
             p.maintenance = maintenance;
             self.hold(idx);
@@ -600,7 +655,9 @@ impl Engine {
         let rs = self.spec.alarm_rate.clone();
         let mut chattering = Vec::new();
         for (i, p) in self.points.iter_mut().enumerate() {
-            if p.chatter.is_chattering(now, rs.chatter_count, rs.chatter_window_ms) {
+            if p.chatter
+                .is_chattering(now, rs.chatter_count, rs.chatter_window_ms)
+            {
                 chattering.push(PointId(i as u32));
             }
         }
@@ -706,7 +763,8 @@ impl Engine {
             if let (Some(_), true) = (top, has_open) {
                 // Same grade: only the value and the peak move. No event.
                 if let Some(a) = p.slots[AlarmKind::Value.slot()].as_deref_mut() {
-                    let high = self.spec.points[idx].grades[top.unwrap_or(0) as usize].direction == Direction::High;
+                    let high = self.spec.points[idx].grades[top.unwrap_or(0) as usize].direction
+                        == Direction::High;
                     track_peak(a, value, Timestamp(ts), high);
                 }
             }
@@ -731,7 +789,12 @@ impl Engine {
         let Some(spec) = self.spec.points[idx].rate.as_ref() else {
             return;
         };
-        let (window, rise, fall, colour) = (spec.window_ms, spec.rise_per_h, spec.fall_per_h, spec.colour);
+        let (window, rise, fall, colour) = (
+            spec.window_ms,
+            spec.rise_per_h,
+            spec.fall_per_h,
+            spec.colour,
+        );
         let Some(r) = self.points[idx].rate.as_deref_mut() else {
             return;
         };
@@ -771,7 +834,11 @@ impl Engine {
             (None, Some(c)) => {
                 let id = AlarmId(self.next_alarm_id);
                 self.next_alarm_id += 1;
-                let mut shelved = self.shelves.get(&(idx as u32, kind)).filter(|s| s.until > ts).cloned();
+                let mut shelved = self
+                    .shelves
+                    .get(&(idx as u32, kind))
+                    .filter(|s| s.until > ts)
+                    .cloned();
                 if c.power_cut && shelved.is_some() {
                     self.shelves.remove(&(idx as u32, kind));
                     shelved = None;
@@ -803,8 +870,12 @@ impl Engine {
                 self.alarm_index.insert(id, (idx as u32, kind));
                 self.counters.raised += 1;
                 let rs = &self.spec.alarm_rate;
-                p.chatter.on_raise(ts, rs.chatter_count, rs.chatter_window_ms);
-                if let Some(change) = self.alarm_rate.on_raise(ts, rs.flood_start_per_10min, rs.flood_end_per_10min) {
+                p.chatter
+                    .on_raise(ts, rs.chatter_count, rs.chatter_window_ms);
+                if let Some(change) =
+                    self.alarm_rate
+                        .on_raise(ts, rs.flood_start_per_10min, rs.flood_end_per_10min)
+                {
                     out.push(Event::Flood {
                         change,
                         per_10min: self.alarm_rate.per_10min(),

@@ -69,13 +69,23 @@ pub enum FloodChange {
 
 impl AlarmRate {
     /// Record one raise; returns a flood change if one happened.
-    pub fn on_raise(&mut self, ts: Timestamp, start_above: u32, end_below: u32) -> Option<FloodChange> {
+    pub fn on_raise(
+        &mut self,
+        ts: Timestamp,
+        start_above: u32,
+        end_below: u32,
+    ) -> Option<FloodChange> {
         self.raises.push_back(ts.0);
         self.update(ts, start_above, end_below)
     }
 
     /// Let time pass (drops old raises, may end a flood).
-    pub fn update(&mut self, now: Timestamp, start_above: u32, end_below: u32) -> Option<FloodChange> {
+    pub fn update(
+        &mut self,
+        now: Timestamp,
+        start_above: u32,
+        end_below: u32,
+    ) -> Option<FloodChange> {
         while let Some(&t) = self.raises.front() {
             if now.0 - t >= FLOOD_WINDOW_MS {
                 self.raises.pop_front();
@@ -160,7 +170,11 @@ mod tests {
         // one reading per second for an hour, flat then rising 1 unit per hour
         let mut last = None;
         for s in 0..3600i64 {
-            let v = if s < 1800 { 2.0 } else { 2.0 + (s - 1800) as f64 / 3600.0 };
+            let v = if s < 1800 {
+                2.0
+            } else {
+                2.0 + (s - 1800) as f64 / 3600.0
+            };
             last = r.push(Timestamp(s * 1000), v, w);
             assert!(r.samples.len() <= 18, "{} samples", r.samples.len());
         }
@@ -184,7 +198,10 @@ mod tests {
         assert_eq!(a.per_10min(), 6);
         // one second later only 5 remain: not below 5 yet
         assert_eq!(a.update(Timestamp(5_000 + FLOOD_WINDOW_MS), 10, 5), None);
-        assert_eq!(a.update(Timestamp(6_000 + FLOOD_WINDOW_MS), 10, 5), Some(FloodChange::Ended));
+        assert_eq!(
+            a.update(Timestamp(6_000 + FLOOD_WINDOW_MS), 10, 5),
+            Some(FloodChange::Ended)
+        );
         assert_eq!(a.per_10min(), 4);
     }
 

@@ -1,10 +1,18 @@
 //! Builders for engine specs in tests.
 #![allow(dead_code)]
 
-use hazgate::engine::{AlarmRateSpec, EngineSpec, GradeSpec, HazardSourceSpec, PointSpec, RateSpec, RiskRule};
+use hazgate::engine::{
+    AlarmRateSpec, EngineSpec, GradeSpec, HazardSourceSpec, PointSpec, RateSpec, RiskRule,
+};
 use hazgate::model::{Colour, Direction, HazardGrade, HazardSourceId, PointKind};
 
-pub fn grade(name: &str, direction: Direction, trigger: f64, restore: f64, colour: Colour) -> GradeSpec {
+pub fn grade(
+    name: &str,
+    direction: Direction,
+    trigger: f64,
+    restore: f64,
+    colour: Colour,
+) -> GradeSpec {
     GradeSpec {
         name: name.to_owned(),
         direction,
