@@ -29,3 +29,4 @@
 pub mod config;
 pub mod engine;
 pub mod model;
+pub mod replay;

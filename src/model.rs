@@ -62,8 +62,10 @@ impl fmt::Display for AlarmId {
 ///
 /// "The link failed" (`CommFail`) is kept apart from "the device answered with an
 /// exception" (`DeviceException`) all the way here, as the Modbus standard does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "quality", content = "code")]
+///
+/// Written as its snake_case name (`good`, `comm_fail`, …); a device exception as
+/// `device_exception(0x02)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Quality {
     /// A fresh value from a working sensor.
     Good,
@@ -105,6 +107,51 @@ impl Quality {
             Quality::Maintenance => "maintenance",
             Quality::SourceBad => "source_bad",
         }
+    }
+}
+
+impl std::str::FromStr for Quality {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Quality, String> {
+        Ok(match s {
+            "good" => Quality::Good,
+            "stale" => Quality::Stale,
+            "comm_fail" => Quality::CommFail,
+            "out_of_range" => Quality::OutOfRange,
+            "bad_data" => Quality::BadData,
+            "bad_config" => Quality::BadConfig,
+            "maintenance" => Quality::Maintenance,
+            "source_bad" => Quality::SourceBad,
+            other => {
+                let code = other
+                    .strip_prefix("device_exception(")
+                    .and_then(|c| c.strip_suffix(')'))
+                    .ok_or_else(|| format!("unknown quality `{other}`"))?;
+                let code = match code.strip_prefix("0x") {
+                    Some(hex) => u8::from_str_radix(hex, 16),
+                    None => code.parse(),
+                }
+                .map_err(|_| format!("bad exception code in `{other}`"))?;
+                Quality::DeviceException(code)
+            }
+        })
+    }
+}
+
+impl Serialize for Quality {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Quality::DeviceException(_) => s.collect_str(self),
+            q => s.serialize_str(q.as_str()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Quality {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Quality, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -247,5 +294,34 @@ impl HazardGrade {
             3 => 5_000,
             _ => 10_000,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_names_round_trip() {
+        for q in [
+            Quality::Good,
+            Quality::Stale,
+            Quality::CommFail,
+            Quality::DeviceException(0x0b),
+            Quality::OutOfRange,
+            Quality::BadData,
+            Quality::BadConfig,
+            Quality::Maintenance,
+            Quality::SourceBad,
+        ] {
+            let text = q.to_string();
+            assert_eq!(text.parse::<Quality>(), Ok(q), "{text}");
+        }
+        assert_eq!(
+            Quality::DeviceException(2).to_string(),
+            "device_exception(0x02)"
+        );
+        assert!("fine".parse::<Quality>().is_err());
+        assert!("device_exception(0xzz)".parse::<Quality>().is_err());
     }
 }

@@ -5,7 +5,8 @@
 //! Invariants the config validation guarantees before a spec is built (the engine
 //! relies on them and does not re-check on the hot path):
 //! - within one direction, grades are sorted by severity, least severe first, and
-//!   their triggers are strictly ordered (rising for `High`, falling for `Low`);
+//!   their triggers never go backwards (rising for `High`, falling for `Low`; equal
+//!   triggers are allowed, e.g. a return airway that alarms and cuts at 1.0 %);
 //! - `restore` is on the normal side of `trigger` (or equal to it);
 //! - a power-cut grade has no on-delay, no off-delay and no deadband;
 //! - every point's `hazard_source`, if any, indexes into `hazard_sources`.
