@@ -25,8 +25,13 @@
 //!   readings into graded alarms (hysteresis, on/off delays, rate of change, stale and
 //!   sensor-fault detection), runs each alarm through its ISA-18.2 life, recomputes
 //!   hazard-source risk colours and keeps alarm-rate figures (flood, chattering).
+//! - [`sources`]: the edges that produce readings. [`sources::modbus`] has the pure
+//!   parts of Modbus polling so far: data types and byte orders, request planning.
+//! - [`replay`]: feed recorded readings (CSV) through the engine and print the events,
+//!   to check thresholds against real data before they go live.
 
 pub mod config;
 pub mod engine;
 pub mod model;
 pub mod replay;
+pub mod sources;
