@@ -17,7 +17,9 @@ use std::fmt;
 
 /// Milliseconds since the Unix epoch, UTC. Time is always passed in, never read by the
 /// engine, so every decision is reproducible in tests and benches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Timestamp(pub i64);
 
