@@ -153,12 +153,14 @@ impl Diagnostic {
             Some(var) => format!(" (value set by environment variable {var})"),
             None => String::new(),
         };
-        match self.location {
-            Some(loc) => format!(
-                "{file}:{}:{}: {}: {}{env}",
-                loc.line, loc.column, self.path, self.message
-            ),
-            None => format!("{file}: {}: {}{env}", self.path, self.message),
+        let place = match self.location {
+            Some(loc) => format!("{file}:{}:{}", loc.line, loc.column),
+            None => file.to_owned(),
+        };
+        if self.path.0.is_empty() {
+            format!("{place}: {}{env}", self.message)
+        } else {
+            format!("{place}: {}: {}{env}", self.path, self.message)
         }
     }
 }
@@ -168,7 +170,10 @@ impl fmt::Display for Diagnostic {
         if let Some(loc) = self.location {
             write!(f, "{}:{}: ", loc.line, loc.column)?;
         }
-        write!(f, "{}: {}", self.path, self.message)?;
+        if !self.path.0.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)?;
         if let Some(var) = &self.env_var {
             write!(f, " (value set by environment variable {var})")?;
         }

@@ -324,7 +324,9 @@ fn lenient<T: DeserializeOwned>(
                 serde_path_to_error::Segment::Unknown => break,
             }
         }
-        let message = error.into_inner().to_string().trim().to_owned();
+        // The TOML deserialiser appends "in `key`" lines; the path already says that.
+        let message = error.into_inner().to_string();
+        let message = message.lines().next().unwrap_or_default().trim().to_owned();
         let mut path = base.clone();
         path.0.extend(inner.iter().cloned());
 

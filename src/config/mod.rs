@@ -495,6 +495,18 @@ pub enum ByteOrder {
     Dcba,
 }
 
+impl ByteOrder {
+    /// Name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ByteOrder::Abcd => "ABCD",
+            ByteOrder::Cdab => "CDAB",
+            ByteOrder::Badc => "BADC",
+            ByteOrder::Dcba => "DCBA",
+        }
+    }
+}
+
 /// `[points.modbus]`: where a point's value lives on a Modbus device.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -843,13 +843,21 @@ fn check_overlaps(c: &mut Checker) {
                         .bit
                         .map(|bit| format!(" bit {bit}"))
                         .unwrap_or_default();
+                    let order = if claim.data_type.width() > 1 {
+                        format!(" {}", claim.byte_order.as_str())
+                    } else {
+                        String::new()
+                    };
+                    let last = claim.end - 1;
+                    let span = if last == claim.start {
+                        format!("{}", claim.start)
+                    } else {
+                        format!("{}..={last}", claim.start)
+                    };
                     format!(
-                        "{} {}..{} as {}{bit} {:?}",
+                        "{} {span} as {}{order}{bit}",
                         claim.table.as_str(),
-                        claim.start,
-                        claim.end - 1,
-                        claim.data_type.as_str(),
-                        claim.byte_order,
+                        claim.data_type.as_str()
                     )
                 };
                 c.report(
