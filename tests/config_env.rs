@@ -72,3 +72,11 @@ fn errors_from_overrides_name_the_variable() {
     assert_eq!(by_path("api.listen").problem, Problem::Value);
     assert_eq!(by_path("api.port").problem, Problem::UnknownKey);
 }
+
+#[test]
+fn numeric_looking_text_stays_text() {
+    // `try_parsing` makes 140000000099 a number; the site code is a string.
+    let config =
+        Config::load_with_env(example(), vars(&[("HAZGATE__SITE__ID", "140000000099")])).unwrap();
+    assert_eq!(config.site.id, "140000000099");
+}

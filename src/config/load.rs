@@ -102,9 +102,10 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
         return Err(invalid(finish(diagnostics, &index, &env_keys)));
     };
 
+    let env_paths: Vec<KeyPath> = env_keys.iter().map(|(path, _)| path.clone()).collect();
     let top = KeyPath::root();
     let site: Option<SiteConfig> = match table.remove("site") {
-        Some(value) => lenient(value, &top.key("site"), &mut diagnostics),
+        Some(value) => lenient(value, &top.key("site"), &env_paths, &mut diagnostics),
         None => {
             diagnostics.push(Diagnostic::new(
                 Problem::Missing,
@@ -119,13 +120,14 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
         elements::<HazardSourceConfig>(&mut table, "hazard_sources", &mut diagnostics);
     let devices = elements::<DeviceConfig>(&mut table, "devices", &mut diagnostics);
     let points = elements::<PointConfig>(&mut table, "points", &mut diagnostics);
-    let storage = section::<StorageConfig>(&mut table, "storage", &mut diagnostics);
-    let sinks = section::<SinksConfig>(&mut table, "sinks", &mut diagnostics);
-    let uplink = table
-        .remove("uplink")
-        .and_then(|value| lenient::<UplinkConfig>(value, &top.key("uplink"), &mut diagnostics));
-    let api = section::<ApiConfig>(&mut table, "api", &mut diagnostics);
-    let alarm_rate = section::<AlarmRateConfig>(&mut table, "alarm_rate", &mut diagnostics);
+    let storage = section::<StorageConfig>(&mut table, "storage", &env_paths, &mut diagnostics);
+    let sinks = section::<SinksConfig>(&mut table, "sinks", &env_paths, &mut diagnostics);
+    let uplink = table.remove("uplink").and_then(|value| {
+        lenient::<UplinkConfig>(value, &top.key("uplink"), &env_paths, &mut diagnostics)
+    });
+    let api = section::<ApiConfig>(&mut table, "api", &env_paths, &mut diagnostics);
+    let alarm_rate =
+        section::<AlarmRateConfig>(&mut table, "alarm_rate", &env_paths, &mut diagnostics);
 
     let config = Config {
         // A placeholder only when [site] itself failed; the semantic checks are told
@@ -238,11 +240,12 @@ fn to_toml(value: config::Value) -> Option<toml::Value> {
 fn section<T: DeserializeOwned + Default>(
     table: &mut toml::Table,
     key: &str,
+    env_paths: &[KeyPath],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> T {
     table
         .remove(key)
-        .and_then(|value| lenient(value, &KeyPath::root().key(key), diagnostics))
+        .and_then(|value| lenient(value, &KeyPath::root().key(key), env_paths, diagnostics))
         .unwrap_or_default()
 }
 
@@ -286,7 +289,7 @@ fn elements<T: DeserializeOwned>(
             .get("id")
             .and_then(toml::Value::as_str)
             .map(str::to_owned);
-        match lenient::<T>(item, &path.index(i), diagnostics) {
+        match lenient::<T>(item, &path.index(i), &[], diagnostics) {
             Some(parsed) => {
                 out.parsed.push(parsed);
                 out.origin.push(i);
@@ -306,6 +309,7 @@ fn elements<T: DeserializeOwned>(
 fn lenient<T: DeserializeOwned>(
     mut value: toml::Value,
     base: &KeyPath,
+    env_paths: &[KeyPath],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<T> {
     let mut removed: Vec<KeyPath> = Vec::new();
@@ -341,12 +345,44 @@ fn lenient<T: DeserializeOwned>(
             }
             return None;
         }
+        // The environment has no types: `try_parsing` turns `HAZGATE__SITE__ID=1234`
+        // into a number. Where a string is expected, take the variable's text as is.
+        if message.ends_with("expected a string")
+            && env_paths.contains(&path)
+            && stringify_at(&mut value, &inner)
+        {
+            continue;
+        }
         diagnostics.push(Diagnostic::new(Problem::Type, path.clone(), message));
         if inner.is_empty() || !remove_at(&mut value, &inner) {
             return None;
         }
         removed.push(path);
     }
+}
+
+/// Replaces a number or boolean at `path` by its text; false when there is none.
+fn stringify_at(value: &mut toml::Value, path: &[Segment]) -> bool {
+    let mut node = value;
+    for segment in path {
+        let next = match (segment, node) {
+            (Segment::Key(key), toml::Value::Table(table)) => table.get_mut(key),
+            (Segment::Index(i), toml::Value::Array(items)) => items.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    let text = match node {
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => f.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        _ => return false,
+    };
+    *node = toml::Value::String(text);
+    true
 }
 
 /// The field name in serde's "missing field `x`" message.
