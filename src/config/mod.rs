@@ -1,1 +1,951 @@
-//! Configuration (placeholder while it is written).
+//! The configuration file a plant engineer writes: one TOML file per site.
+//!
+//! The doc comments on the structures below are the user documentation of every key.
+//! Every table rejects unknown keys (a typo is an error, never silently ignored), and
+//! every key either has a default (given in its doc) or is marked *required*.
+//!
+//! ## Loading
+//!
+//! [`Config::load`] reads the file with the `config` crate and layers environment
+//! overrides on top: `HAZGATE__SECTION__KEY` (double underscores between levels, keys
+//! case-insensitive) sets `section.key`, e.g. `HAZGATE__API__LISTEN=0.0.0.0:9000`.
+//! Overrides reach tables (`[api]`, `[storage]`, `[site]` …), not elements of arrays
+//! of tables (`[[points]]`).
+//!
+//! ## Errors
+//!
+//! Loading reports every problem at once. Each section and each array element is
+//! deserialised on its own, unknown keys are found by a separate walk, a wrong value is
+//! reported and set aside so the rest of its table is still checked, and the semantic
+//! checks ([`validate`]) run on everything that parsed. Each [`Diagnostic`] carries its
+//! key path (`points[3].thresholds[1].restore`) and, when the key is in the file, its
+//! line and column; values that came from the environment name their variable.
+//!
+//! ## Compiling
+//!
+//! A valid configuration compiles into the engine's [`EngineSpec`](crate::engine::EngineSpec)
+//! with [`Config::engine_spec`]: point `i` is `points[i]`, hazard source `j` is
+//! `hazard_sources[j]`, and the invariants listed in `engine::spec` hold.
+
+mod compile;
+mod error;
+mod keys;
+mod load;
+mod spans;
+mod validate;
+
+pub use error::{ConfigError, Diagnostic, Diagnostics, KeyPath, Location, Problem, Segment};
+
+use crate::model::{Colour, Direction, PointKind};
+use serde::{Deserialize, Serialize};
+
+/// Poll interval used when neither the point, its device nor its hazard source sets
+/// one: 10 s, the 2016 upgrade plan's target inside over-limit areas (DOMAIN.md §1.3).
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 10_000;
+
+/// Longest poll interval allowed on a coal-mine safety point: the 30 s maximum polling
+/// cycle of GB 50581 §3.1.4 / AQ 6201-2019 (DOMAIN.md §1.3).
+pub const COAL_MAX_POLL_INTERVAL_MS: u64 = 30_000;
+
+/// Most registers one Modbus read may ask for (function codes 0x03/0x04).
+pub const MODBUS_MAX_REGISTERS: u16 = 125;
+
+/// Most bits one Modbus read may ask for (function codes 0x01/0x02).
+pub const MODBUS_MAX_BITS: u16 = 2000;
+
+/// A whole gateway configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The site this gateway watches. Required.
+    pub site: SiteConfig,
+    /// Major hazard sources (重大危险源). Default: none.
+    #[serde(default)]
+    pub hazard_sources: Vec<HazardSourceConfig>,
+    /// Modbus endpoints and MQTT connections. Default: none.
+    #[serde(default)]
+    pub devices: Vec<DeviceConfig>,
+    /// Measuring points (测点). Point `i` in this list is `PointId(i)`. Default: none.
+    #[serde(default)]
+    pub points: Vec<PointConfig>,
+    /// The embedded durable store. Default: see [`StorageConfig`].
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// Optional downstream sinks. Default: none.
+    #[serde(default)]
+    pub sinks: SinksConfig,
+    /// Optional uplink to the provincial supervision platform. Default: none.
+    #[serde(default)]
+    pub uplink: Option<UplinkConfig>,
+    /// The HTTP API and dashboard. Default: see [`ApiConfig`].
+    #[serde(default)]
+    pub api: ApiConfig,
+    /// Alarm flood and chattering detection. Default: see [`AlarmRateConfig`].
+    #[serde(default)]
+    pub alarm_rate: AlarmRateConfig,
+}
+
+/// `[site]`: who and what this gateway watches.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// Site code (e.g. the mine code used by the provincial platform). Required.
+    pub id: String,
+    /// Human-readable site name. Required.
+    pub name: String,
+    /// `coal_mine` or `chemical_plant`; a coal mine enables the safety-monitoring checks
+    /// (30 s polling on safety points). Required.
+    pub kind: SiteKind,
+    /// The versioned rule set the thresholds were taken from (e.g. `coal-2022` for the
+    /// 2016 规程 as amended in 2022, `coal-2026` for the 2025 edition). Recorded with
+    /// every event; the thresholds themselves live on the points. Required.
+    pub rule_profile: String,
+}
+
+/// What kind of site this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteKind {
+    /// An underground coal mine (煤矿安全监控).
+    CoalMine,
+    /// A hazardous-chemical plant or tank farm (危险化学品重大危险源).
+    ChemicalPlant,
+}
+
+/// `[[hazard_sources]]`: one major hazard source (重大危险源).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HazardSourceConfig {
+    /// Unique id, referenced by `points.hazard_source`. Required.
+    pub id: String,
+    /// Human-readable name. Required.
+    pub name: String,
+    /// Grade per GB 18218: 1 (一级, most dangerous) to 4 (四级). Required.
+    pub grade: u8,
+    /// How often its points are polled (ms). Default: by grade — 1: 1000, 2: 2000,
+    /// 3: 5000, 4: 10000.
+    #[serde(default)]
+    pub poll_interval_ms: Option<u64>,
+    /// Escalation rules on top of the default risk colour (the colour of the highest
+    /// active grade of any of its points). Default: none.
+    #[serde(default)]
+    pub rules: Vec<RiskRuleConfig>,
+}
+
+/// `[[hazard_sources.rules]]`: "when at least `min_points` points of the source have an
+/// active alarm at `min_colour` or above, the source is `colour`".
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RiskRuleConfig {
+    /// How many points must be in alarm (≥ 1). Required.
+    pub min_points: u32,
+    /// The least alarm colour that counts. Required.
+    pub min_colour: Colour,
+    /// The source's colour when the rule holds; not below `min_colour`. Required.
+    pub colour: Colour,
+}
+
+/// How a device is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Modbus TCP (MBAP header) to `host:port`.
+    ModbusTcp,
+    /// Modbus RTU on a local serial port.
+    ModbusRtu,
+    /// Modbus RTU frames tunnelled through a TCP serial server (串口服务器).
+    ModbusRtuOverTcp,
+    /// MQTT subscription on a broker.
+    Mqtt,
+}
+
+impl Protocol {
+    /// Whether points on this device are bound with `[points.modbus]`.
+    pub fn is_modbus(self) -> bool {
+        !matches!(self, Protocol::Mqtt)
+    }
+
+    /// Whether the device is reached over TCP with `host` and `port`.
+    pub fn is_tcp(self) -> bool {
+        matches!(self, Protocol::ModbusTcp | Protocol::ModbusRtuOverTcp)
+    }
+
+    /// Name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::ModbusTcp => "modbus_tcp",
+            Protocol::ModbusRtu => "modbus_rtu",
+            Protocol::ModbusRtuOverTcp => "modbus_rtu_over_tcp",
+            Protocol::Mqtt => "mqtt",
+        }
+    }
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Parity {
+    /// No parity bit.
+    None,
+    /// Even parity.
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+/// `[[devices]]`: one Modbus endpoint or one MQTT connection.
+///
+/// Which keys apply depends on `protocol`; a key that does not apply is an error.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Unique id, referenced by `points.device`. Required.
+    pub id: String,
+    /// Human-readable name. Default: empty.
+    #[serde(default)]
+    pub name: String,
+    /// `modbus_tcp`, `modbus_rtu`, `modbus_rtu_over_tcp` or `mqtt`. Required.
+    pub protocol: Protocol,
+    /// Host name or IP (Modbus TCP and RTU over TCP). Required for those.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// TCP port (Modbus TCP and RTU over TCP). Default: 502.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Modbus unit (slave) id, 0–247. Default: 1.
+    #[serde(default)]
+    pub unit_id: Option<u8>,
+    /// Serial device, e.g. `/dev/ttyS1` (Modbus RTU). Required for RTU.
+    #[serde(default)]
+    pub serial_port: Option<String>,
+    /// Serial speed (Modbus RTU). Default: 9600.
+    #[serde(default)]
+    pub baud_rate: Option<u32>,
+    /// Data bits, 7 or 8 (Modbus RTU). Default: 8.
+    #[serde(default)]
+    pub data_bits: Option<u8>,
+    /// `none`, `even` or `odd` (Modbus RTU). Default: `none`.
+    #[serde(default)]
+    pub parity: Option<Parity>,
+    /// Stop bits, 1 or 2 (Modbus RTU). Default: 1.
+    #[serde(default)]
+    pub stop_bits: Option<u8>,
+    /// Poll interval (ms) for Modbus; for MQTT, the interval at which messages are
+    /// expected. Default: the shortest interval of the hazard sources of its points,
+    /// else 10000.
+    #[serde(default)]
+    pub poll_interval_ms: Option<u64>,
+    /// How long to wait for one answer or connection (ms). Default: 1000.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Extra attempts after a failed request within one poll. Default: 1.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Consecutive failed polls after which the device is reported offline and its
+    /// points get `comm_fail`. Default: 3.
+    #[serde(default = "default_offline_after_failures")]
+    pub offline_after_failures: u32,
+    /// Most registers merged into one read; at most 125 (the Modbus limit). Default: 125.
+    #[serde(default = "default_max_block_registers")]
+    pub max_block_registers: u16,
+    /// Most coils/discrete inputs merged into one read; at most 2000. Default: 2000.
+    #[serde(default = "default_max_block_bits")]
+    pub max_block_bits: u16,
+    /// Unused registers between two points that may still be read in one block.
+    /// Default: 8.
+    #[serde(default = "default_max_gap_registers")]
+    pub max_gap_registers: u16,
+    /// Read blocks to use as given instead of the planned ones (for devices that only
+    /// answer particular block shapes). Default: none.
+    #[serde(default)]
+    pub blocks: Vec<BlockConfig>,
+    /// Broker URL, `mqtt://host:1883` or `mqtts://host:8883` (MQTT). Required for MQTT.
+    #[serde(default)]
+    pub broker: Option<String>,
+    /// Prefix put in front of every point topic of this device, e.g. `plant/tankfarm/`
+    /// (MQTT). Default: none.
+    #[serde(default)]
+    pub topic_prefix: Option<String>,
+    /// MQTT client id (MQTT). Default: `hazgate-<site id>-<device id>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Broker user name (MQTT). Default: none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Broker password (MQTT); better set through `HAZGATE__…` or a secret file later.
+    /// Default: none.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+fn default_timeout_ms() -> u64 {
+    1000
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_offline_after_failures() -> u32 {
+    3
+}
+fn default_max_block_registers() -> u16 {
+    MODBUS_MAX_REGISTERS
+}
+fn default_max_block_bits() -> u16 {
+    MODBUS_MAX_BITS
+}
+fn default_max_gap_registers() -> u16 {
+    8
+}
+
+impl DeviceConfig {
+    /// TCP port, defaulted.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(502)
+    }
+    /// Modbus unit id, defaulted.
+    pub fn unit_id(&self) -> u8 {
+        self.unit_id.unwrap_or(1)
+    }
+    /// Serial speed, defaulted.
+    pub fn baud_rate(&self) -> u32 {
+        self.baud_rate.unwrap_or(9600)
+    }
+    /// Serial data bits, defaulted.
+    pub fn data_bits(&self) -> u8 {
+        self.data_bits.unwrap_or(8)
+    }
+    /// Serial parity, defaulted.
+    pub fn parity(&self) -> Parity {
+        self.parity.unwrap_or(Parity::None)
+    }
+    /// Serial stop bits, defaulted.
+    pub fn stop_bits(&self) -> u8 {
+        self.stop_bits.unwrap_or(1)
+    }
+}
+
+/// A Modbus data table (address space).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RegisterTable {
+    /// Coils, read with 0x01 (bits, read/write).
+    Coil,
+    /// Discrete inputs, read with 0x02 (bits, read-only).
+    DiscreteInput,
+    /// Holding registers, read with 0x03 (16-bit words).
+    Holding,
+    /// Input registers, read with 0x04 (16-bit words).
+    Input,
+}
+
+impl RegisterTable {
+    /// Whether the table holds single bits rather than 16-bit registers.
+    pub fn is_bits(self) -> bool {
+        matches!(self, RegisterTable::Coil | RegisterTable::DiscreteInput)
+    }
+
+    /// Name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegisterTable::Coil => "coil",
+            RegisterTable::DiscreteInput => "discrete_input",
+            RegisterTable::Holding => "holding",
+            RegisterTable::Input => "input",
+        }
+    }
+}
+
+/// `[[devices.blocks]]`: one forced read block.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockConfig {
+    /// The table read. Required.
+    pub table: RegisterTable,
+    /// First address, 0-based. Required.
+    pub start: u16,
+    /// Registers (≤ 125) or bits (≤ 2000) read. Required.
+    pub count: u16,
+}
+
+/// `[[points]]`: one measured quantity (测点).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PointConfig {
+    /// Unique id, e.g. `CH4-T1-1201`. Required.
+    pub id: String,
+    /// Human-readable name. Required.
+    pub name: String,
+    /// What is measured: `ch4`, `co`, `o2`, `co2`, `h2s`, `combustible`, `toxic`,
+    /// `water_level`, `tank_level`, `pressure`, `temperature`, `flow`, `wind_speed`,
+    /// `dust`, `switch`, `other`. Required.
+    pub kind: PointKind,
+    /// Engineering unit for display, e.g. `%CH4`, `ppm`, `m/s`. Default: empty.
+    #[serde(default)]
+    pub unit: String,
+    /// Where the sensor is installed. Default: empty.
+    #[serde(default)]
+    pub location: String,
+    /// Id of the hazard source this point belongs to. Default: none.
+    #[serde(default)]
+    pub hazard_source: Option<String>,
+    /// Lower end of the sensor's measuring range, in `unit`. Required.
+    pub range_min: f64,
+    /// Upper end of the sensor's measuring range, in `unit`; a value outside the range
+    /// is a sensor fault, not a process value. Required.
+    pub range_max: f64,
+    /// A coal-mine safety-monitoring point (安全监控): polled at 30 s or faster and
+    /// never without stale detection. Default: false.
+    #[serde(default)]
+    pub safety: bool,
+    /// Id of the device the point is read from. Required.
+    pub device: String,
+    /// Expected interval between readings (ms). Default: the device's poll interval.
+    #[serde(default)]
+    pub interval_ms: Option<u64>,
+    /// The point is stale after `stale_factor × interval` without a reading; 0 turns
+    /// stale detection off (not allowed on safety points). Default: 3.
+    #[serde(default = "default_stale_factor")]
+    pub stale_factor: u32,
+    /// Where the value is on a Modbus device. Required on Modbus devices.
+    #[serde(default)]
+    pub modbus: Option<ModbusBinding>,
+    /// Where the value is on an MQTT device. Required on MQTT devices.
+    #[serde(default)]
+    pub mqtt: Option<MqttBinding>,
+    /// Graded thresholds, least severe first within each direction. Default: none.
+    #[serde(default)]
+    pub thresholds: Vec<ThresholdConfig>,
+    /// Rate-of-change rule. Default: none.
+    #[serde(default)]
+    pub rate: Option<RateConfig>,
+}
+
+fn default_stale_factor() -> u32 {
+    3
+}
+
+/// How a value is encoded in registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DataType {
+    /// One coil or discrete input.
+    Bool,
+    /// One bit (`bit` = 0–15) of a holding or input register.
+    Bit,
+    /// Unsigned 16-bit, one register.
+    U16,
+    /// Signed 16-bit, one register.
+    I16,
+    /// Unsigned 32-bit, two registers.
+    U32,
+    /// Signed 32-bit, two registers.
+    I32,
+    /// Unsigned 64-bit, four registers.
+    U64,
+    /// Signed 64-bit, four registers.
+    I64,
+    /// IEEE 754 single, two registers.
+    F32,
+    /// IEEE 754 double, four registers.
+    F64,
+}
+
+impl DataType {
+    /// How many registers (or bits, for `bool`) the value occupies.
+    pub fn width(self) -> u16 {
+        match self {
+            DataType::Bool | DataType::Bit | DataType::U16 | DataType::I16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+        }
+    }
+
+    /// Name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::Bit => "bit",
+            DataType::U16 => "u16",
+            DataType::I16 => "i16",
+            DataType::U32 => "u32",
+            DataType::I32 => "i32",
+            DataType::U64 => "u64",
+            DataType::I64 => "i64",
+            DataType::F32 => "f32",
+            DataType::F64 => "f64",
+        }
+    }
+}
+
+/// Order of the bytes of a multi-register value, `A` being the most significant byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
+pub enum ByteOrder {
+    /// Big-endian words, big-endian bytes (the Modbus convention).
+    #[default]
+    #[serde(rename = "ABCD")]
+    Abcd,
+    /// Word-swapped (common on PLCs).
+    #[serde(rename = "CDAB")]
+    Cdab,
+    /// Byte-swapped within each word.
+    #[serde(rename = "BADC")]
+    Badc,
+    /// Fully little-endian.
+    #[serde(rename = "DCBA")]
+    Dcba,
+}
+
+impl ByteOrder {
+    /// Name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ByteOrder::Abcd => "ABCD",
+            ByteOrder::Cdab => "CDAB",
+            ByteOrder::Badc => "BADC",
+            ByteOrder::Dcba => "DCBA",
+        }
+    }
+}
+
+/// `[points.modbus]`: where a point's value lives on a Modbus device.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModbusBinding {
+    /// `coil`, `discrete_input`, `holding` or `input`. Required.
+    pub table: RegisterTable,
+    /// 0-based address of the (first) register or bit, as on the wire (register
+    /// 40001 is holding address 0). Required.
+    pub address: u16,
+    /// `bool` (coils and discrete inputs only), `bit`, `u16`, `i16`, `u32`, `i32`,
+    /// `u64`, `i64`, `f32` or `f64`. Required.
+    pub data_type: DataType,
+    /// `ABCD`, `CDAB`, `BADC` or `DCBA`. Default: `ABCD`.
+    #[serde(default)]
+    pub byte_order: ByteOrder,
+    /// Bit number 0–15 inside the register, for `data_type = "bit"` only.
+    /// Default: none.
+    #[serde(default)]
+    pub bit: Option<u8>,
+    /// Engineering value = raw × scale + offset. Default: 1.0.
+    #[serde(default = "default_scale")]
+    pub scale: f64,
+    /// Engineering value = raw × scale + offset. Default: 0.0.
+    #[serde(default)]
+    pub offset: f64,
+}
+
+fn default_scale() -> f64 {
+    1.0
+}
+
+/// `[points.mqtt]`: where a point's value lives in MQTT messages.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttBinding {
+    /// Topic after the device's `topic_prefix`; no wildcards. Required.
+    pub topic: String,
+    /// Dotted path of the value in a JSON payload, e.g. `value` or `data.v`.
+    /// Default: `value`.
+    #[serde(default = "default_value_path")]
+    pub value_path: String,
+    /// Dotted path of the timestamp (ms since the epoch); absent means "time of
+    /// arrival". Default: none.
+    #[serde(default)]
+    pub ts_path: Option<String>,
+    /// Dotted path of a quality flag (good when `true`, `0` or `"good"`). Default: none.
+    #[serde(default)]
+    pub quality_path: Option<String>,
+}
+
+fn default_value_path() -> String {
+    "value".to_owned()
+}
+
+/// `[[points.thresholds]]`: one grade (预警, 报警, 断电 …).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdConfig {
+    /// Display name, unique within the point, e.g. `报警` or `断电`. Required.
+    pub name: String,
+    /// `high` (alarm at or above) or `low` (alarm at or below). Required.
+    pub direction: Direction,
+    /// Enter the grade when the value reaches this. Required.
+    pub trigger: f64,
+    /// Leave the grade when the value is strictly past this back toward normal
+    /// (`< restore` for high, `> restore` for low). Required on power-cut grades.
+    /// Default: `trigger ∓ deadband`, or `trigger` when no deadband is given.
+    #[serde(default)]
+    pub restore: Option<f64>,
+    /// Hysteresis width (≥ 0), used when `restore` is not given; not both.
+    /// Not allowed on power-cut grades. Default: none.
+    #[serde(default)]
+    pub deadband: Option<f64>,
+    /// The condition must hold this long before the grade becomes active (ms).
+    /// Must be 0 on power-cut grades. Default: 0.
+    #[serde(default)]
+    pub on_delay_ms: u64,
+    /// The condition must be gone this long before the grade clears (ms).
+    /// Must be 0 on power-cut grades. Default: 0.
+    #[serde(default)]
+    pub off_delay_ms: u64,
+    /// `blue`, `yellow`, `orange` or `red`; must not drop as grades get more severe.
+    /// Required.
+    pub colour: Colour,
+    /// This grade cuts power (断电): it must act within 2 s, so no delay or deadband,
+    /// and it needs an explicit `restore`. Default: false.
+    #[serde(default)]
+    pub power_cut: bool,
+}
+
+impl ThresholdConfig {
+    /// The restore value in effect: `restore`, else `trigger ∓ deadband`, else `trigger`.
+    pub fn effective_restore(&self) -> f64 {
+        match (self.restore, self.deadband) {
+            (Some(restore), _) => restore,
+            (None, Some(deadband)) => match self.direction {
+                Direction::High => self.trigger - deadband,
+                Direction::Low => self.trigger + deadband,
+            },
+            (None, None) => self.trigger,
+        }
+    }
+}
+
+/// `[points.rate]`: rate-of-change alarm, e.g. sump level rising faster than 0.5 m/h.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateConfig {
+    /// Alarm when the value rises faster than this (units per hour, > 0). Default: none.
+    #[serde(default)]
+    pub rise_per_h: Option<f64>,
+    /// Alarm when the value falls faster than this (units per hour, > 0). Default: none.
+    #[serde(default)]
+    pub fall_per_h: Option<f64>,
+    /// Window over which the rate is measured (ms, > 0). Default: 600000 (10 min).
+    #[serde(default = "default_rate_window_ms")]
+    pub window_ms: u64,
+    /// Colour of the rate alarm. Default: `yellow`.
+    #[serde(default = "default_rate_colour")]
+    pub colour: Colour,
+}
+
+fn default_rate_window_ms() -> u64 {
+    600_000
+}
+fn default_rate_colour() -> Colour {
+    Colour::Yellow
+}
+
+/// When the store keeps a reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageMode {
+    /// Keep a reading when value or quality changed, plus one every `heartbeat_s`.
+    #[default]
+    OnChange,
+    /// Keep every reading.
+    Every,
+}
+
+/// `[storage]`: the embedded durable store (SQLite, WAL).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Database file. Default: `hazgate.db`.
+    #[serde(default = "default_storage_path")]
+    pub path: String,
+    /// `on_change` or `every`. Default: `on_change`.
+    #[serde(default)]
+    pub mode: StorageMode,
+    /// With `on_change`, keep an unchanged reading at least this often (s, > 0).
+    /// Default: 60.
+    #[serde(default = "default_heartbeat_s")]
+    pub heartbeat_s: u64,
+    /// Days raw readings are kept. Default: 90 (≥ 3 months, DOMAIN.md §1.3; at least
+    /// 7 on a coal mine, 30 on a chemical plant).
+    #[serde(default = "default_raw_retention_days")]
+    pub raw_retention_days: u32,
+    /// Days alarms, cuts and audit records are kept. Default: 730 (≥ 2 years; at least
+    /// 365 on a coal mine).
+    #[serde(default = "default_event_retention_days")]
+    pub event_retention_days: u32,
+}
+
+fn default_storage_path() -> String {
+    "hazgate.db".to_owned()
+}
+fn default_heartbeat_s() -> u64 {
+    60
+}
+fn default_raw_retention_days() -> u32 {
+    90
+}
+fn default_event_retention_days() -> u32 {
+    730
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: default_storage_path(),
+            mode: StorageMode::default(),
+            heartbeat_s: default_heartbeat_s(),
+            raw_retention_days: default_raw_retention_days(),
+            event_retention_days: default_event_retention_days(),
+        }
+    }
+}
+
+/// `[sinks]`: downstream consumers of the durable log.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinksConfig {
+    /// Time-series database. Default: none.
+    #[serde(default)]
+    pub influxdb: Option<InfluxConfig>,
+}
+
+/// InfluxDB write API flavour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InfluxApi {
+    /// `/api/v2/write` with org and bucket (InfluxDB 2.x/3.x, VictoriaMetrics).
+    #[default]
+    V2,
+    /// `/write` with database and retention policy (InfluxDB 1.x).
+    V1,
+}
+
+/// `[sinks.influxdb]`: readings as line protocol.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfluxConfig {
+    /// Base URL, `http://` or `https://`. Required.
+    pub url: String,
+    /// `v2` or `v1`. Default: `v2`.
+    #[serde(default)]
+    pub api: InfluxApi,
+    /// Organisation (v2). Required for v2.
+    #[serde(default)]
+    pub org: Option<String>,
+    /// Bucket (v2). Required for v2.
+    #[serde(default)]
+    pub bucket: Option<String>,
+    /// API token (v2). Default: none.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Database (v1). Required for v1.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Retention policy (v1). Default: the database default.
+    #[serde(default)]
+    pub retention_policy: Option<String>,
+    /// User name (v1). Default: none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password (v1). Default: none.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Most lines per write (> 0). Default: 5000.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: u32,
+    /// Longest time a line waits before a write (ms, > 0). Default: 1000.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+}
+
+fn default_batch_size() -> u32 {
+    5000
+}
+fn default_flush_interval_ms() -> u64 {
+    1000
+}
+
+/// How the uplink reaches the province.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UplinkTransport {
+    /// MQTT, QoS 1.
+    Mqtt,
+    /// HTTPS POST.
+    Https,
+}
+
+/// Payload format of the uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UplinkFormat {
+    /// JSON documents.
+    #[default]
+    Json,
+    /// The legacy KJ text records (`;` fields, `~` records, `‖` batches).
+    KjText,
+}
+
+/// `[uplink]`: the feed to the provincial supervision platform.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UplinkConfig {
+    /// `mqtt` or `https`. Required.
+    pub transport: UplinkTransport,
+    /// Broker (`mqtt://`, `mqtts://`) or endpoint (`https://`) URL. Required.
+    pub url: String,
+    /// Site code the province knows this site by. Default: `site.id`.
+    #[serde(default)]
+    pub site_code: Option<String>,
+    /// `json` or `kj_text`. Default: `json`.
+    #[serde(default)]
+    pub format: UplinkFormat,
+    /// Interval of real-time value uploads (ms, > 0). Default: 30000 (the provincial
+    /// figure is still unverified, DOMAIN.md §2).
+    #[serde(default = "default_realtime_interval_ms")]
+    pub realtime_interval_ms: u64,
+}
+
+fn default_realtime_interval_ms() -> u64 {
+    30_000
+}
+
+/// API roles, least privileged first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read-only.
+    Viewer,
+    /// May acknowledge and shelve alarms.
+    Operator,
+    /// May change configuration.
+    Admin,
+}
+
+/// `[api]`: the HTTP API, WebSocket stream and dashboard.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Socket address to listen on. Default: `127.0.0.1:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Access tokens. Default: none (the API then only serves `/healthz`, `/readyz`
+    /// and `/metrics`).
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".to_owned()
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: default_listen(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// `[[api.tokens]]`: one bearer token, stored as its SHA-256.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds the token; recorded in the audit log. Unique. Required.
+    pub name: String,
+    /// `viewer`, `operator` or `admin`. Required.
+    pub role: Role,
+    /// SHA-256 of the token, 64 hex digits (`printf %s TOKEN | sha256sum`). Required.
+    pub sha256: String,
+}
+
+/// `[alarm_rate]`: alarm flood and chattering detection (EEMUA 191 / ISA-18.2).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmRateConfig {
+    /// A flood starts above this many alarms in 10 minutes. Default: 10.
+    #[serde(default = "default_flood_start")]
+    pub flood_start_per_10min: u32,
+    /// A flood ends below this many alarms in 10 minutes (≤ the start figure).
+    /// Default: 5.
+    #[serde(default = "default_flood_end")]
+    pub flood_end_per_10min: u32,
+    /// A point chatters above this many alarms within `chatter_window_ms` (≥ 1).
+    /// Default: 3.
+    #[serde(default = "default_chatter_count")]
+    pub chatter_count: u32,
+    /// Window for chattering (ms, > 0). Default: 60000.
+    #[serde(default = "default_chatter_window_ms")]
+    pub chatter_window_ms: u64,
+}
+
+fn default_flood_start() -> u32 {
+    crate::engine::AlarmRateSpec::default().flood_start_per_10min
+}
+fn default_flood_end() -> u32 {
+    crate::engine::AlarmRateSpec::default().flood_end_per_10min
+}
+fn default_chatter_count() -> u32 {
+    crate::engine::AlarmRateSpec::default().chatter_count
+}
+fn default_chatter_window_ms() -> u64 {
+    crate::engine::AlarmRateSpec::default().chatter_window_ms
+}
+
+impl Default for AlarmRateConfig {
+    fn default() -> Self {
+        AlarmRateConfig {
+            flood_start_per_10min: default_flood_start(),
+            flood_end_per_10min: default_flood_end(),
+            chatter_count: default_chatter_count(),
+            chatter_window_ms: default_chatter_window_ms(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, overrides from the environment, and validates a configuration file.
+    /// Every problem found is returned at once in [`ConfigError::Invalid`].
+    pub fn load(path: impl AsRef<std::path::Path>) -> Result<Config, ConfigError> {
+        load::load_file(path.as_ref(), load::EnvSource::Process)
+    }
+
+    /// As [`Config::load`], but environment overrides come from `vars` (name, value)
+    /// instead of the process environment. For tests and embedding.
+    pub fn load_with_env(
+        path: impl AsRef<std::path::Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        load::load_file(
+            path.as_ref(),
+            load::EnvSource::Given(vars.into_iter().collect()),
+        )
+    }
+
+    /// Parses and validates TOML text with no environment overrides; `file` only names
+    /// the text in diagnostics.
+    pub fn from_toml_str(
+        text: &str,
+        file: impl Into<std::path::PathBuf>,
+    ) -> Result<Config, ConfigError> {
+        load::load_text(text, file.into(), load::EnvSource::Given(Vec::new()))
+    }
+
+    /// Runs the semantic checks on an already-built configuration (no file places).
+    pub fn validate(&self) -> Result<(), Vec<Diagnostic>> {
+        let diagnostics = validate::validate(self, &validate::Origins::identity(self));
+        if diagnostics.is_empty() {
+            Ok(())
+        } else {
+            Err(diagnostics)
+        }
+    }
+
+    /// The effective poll interval (ms) of device `index`: its own, else the shortest
+    /// of the hazard sources of its points, else [`DEFAULT_POLL_INTERVAL_MS`].
+    pub fn device_poll_interval_ms(&self, index: usize) -> u64 {
+        compile::device_poll_interval_ms(self, index)
+    }
+
+    /// The expected interval (ms) between readings of point `index`.
+    pub fn point_interval_ms(&self, index: usize) -> u64 {
+        compile::point_interval_ms(self, index)
+    }
+}

@@ -1,0 +1,149 @@
+//! A valid configuration → the engine's [`EngineSpec`].
+//!
+//! Point `i` is `points[i]` and hazard source `j` is `hazard_sources[j]`. Grades keep
+//! their listed order within each direction (validation made that least severe first
+//! with strictly ordered triggers); high grades come before low ones.
+
+use super::*;
+use crate::engine::{
+    AlarmRateSpec, EngineSpec, GradeSpec, HazardSourceSpec, PointSpec, RateSpec, RiskRule,
+};
+use crate::model::{HazardGrade, HazardSourceId};
+use std::collections::HashMap;
+
+impl Config {
+    /// Compiles this configuration for the engine. Call it on a configuration that
+    /// passed validation ([`Config::load`] or [`Config::validate`]); on an invalid one
+    /// the engine's invariants are not guaranteed (an unknown hazard source, for
+    /// instance, is left out).
+    pub fn engine_spec(&self) -> EngineSpec {
+        let source_index: HashMap<&str, u32> = self
+            .hazard_sources
+            .iter()
+            .enumerate()
+            .map(|(i, source)| (source.id.as_str(), i as u32))
+            .collect();
+        let points = self
+            .points
+            .iter()
+            .enumerate()
+            .map(|(i, point)| {
+                let mut grades: Vec<GradeSpec> = point
+                    .thresholds
+                    .iter()
+                    .map(|grade| GradeSpec {
+                        name: grade.name.clone(),
+                        direction: grade.direction,
+                        trigger: grade.trigger,
+                        restore: grade.effective_restore(),
+                        on_delay_ms: grade.on_delay_ms,
+                        off_delay_ms: grade.off_delay_ms,
+                        colour: grade.colour,
+                        power_cut: grade.power_cut,
+                    })
+                    .collect();
+                // Stable: listed order is kept within each direction.
+                grades.sort_by_key(|grade| match grade.direction {
+                    Direction::High => 0,
+                    Direction::Low => 1,
+                });
+                PointSpec {
+                    id: point.id.clone(),
+                    kind: point.kind,
+                    range_min: point.range_min,
+                    range_max: point.range_max,
+                    grades,
+                    rate: point.rate.as_ref().map(|rate| RateSpec {
+                        rise_per_h: rate.rise_per_h,
+                        fall_per_h: rate.fall_per_h,
+                        window_ms: rate.window_ms,
+                        colour: rate.colour,
+                    }),
+                    stale_after_ms: match point.stale_factor {
+                        0 => None,
+                        factor => {
+                            Some(u64::from(factor).saturating_mul(point_interval_ms(self, i)))
+                        }
+                    },
+                    hazard_source: point
+                        .hazard_source
+                        .as_deref()
+                        .and_then(|id| source_index.get(id))
+                        .map(|&index| HazardSourceId(index)),
+                }
+            })
+            .collect();
+        let hazard_sources = self
+            .hazard_sources
+            .iter()
+            .map(|source| HazardSourceSpec {
+                id: source.id.clone(),
+                grade: HazardGrade(source.grade),
+                rules: source
+                    .rules
+                    .iter()
+                    .map(|rule| RiskRule {
+                        min_points: rule.min_points,
+                        min_colour: rule.min_colour,
+                        colour: rule.colour,
+                    })
+                    .collect(),
+            })
+            .collect();
+        EngineSpec {
+            points,
+            hazard_sources,
+            alarm_rate: AlarmRateSpec {
+                flood_start_per_10min: self.alarm_rate.flood_start_per_10min,
+                flood_end_per_10min: self.alarm_rate.flood_end_per_10min,
+                chatter_count: self.alarm_rate.chatter_count,
+                chatter_window_ms: self.alarm_rate.chatter_window_ms,
+            },
+        }
+    }
+}
+
+/// Poll interval of a hazard source: its own, else the default of its grade.
+pub(crate) fn hazard_source_poll_interval_ms(source: &HazardSourceConfig) -> u64 {
+    source
+        .poll_interval_ms
+        .unwrap_or_else(|| HazardGrade(source.grade).default_poll_interval_ms())
+}
+
+/// Poll interval of device `index`: its own, else the shortest of the hazard sources
+/// of the points it serves (the device is polled as often as its most dangerous
+/// source needs), else [`DEFAULT_POLL_INTERVAL_MS`].
+pub(crate) fn device_poll_interval_ms(config: &Config, index: usize) -> u64 {
+    let Some(device) = config.devices.get(index) else {
+        return DEFAULT_POLL_INTERVAL_MS;
+    };
+    if let Some(interval) = device.poll_interval_ms {
+        return interval;
+    }
+    config
+        .points
+        .iter()
+        .filter(|point| point.device == device.id)
+        .filter_map(|point| point.hazard_source.as_deref())
+        .filter_map(|id| config.hazard_sources.iter().find(|source| source.id == id))
+        .map(hazard_source_poll_interval_ms)
+        .min()
+        .unwrap_or(DEFAULT_POLL_INTERVAL_MS)
+}
+
+/// Expected interval between readings of point `index`: its own `interval_ms`, else
+/// its device's poll interval.
+pub(crate) fn point_interval_ms(config: &Config, index: usize) -> u64 {
+    let Some(point) = config.points.get(index) else {
+        return DEFAULT_POLL_INTERVAL_MS;
+    };
+    point.interval_ms.unwrap_or_else(|| {
+        config
+            .devices
+            .iter()
+            .position(|device| device.id == point.device)
+            .map_or(DEFAULT_POLL_INTERVAL_MS, |device| {
+                device_poll_interval_ms(config, device)
+            })
+    })
+}

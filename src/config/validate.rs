@@ -1,0 +1,1119 @@
+//! Semantic checks on a configuration that parsed: references, uniqueness, grade
+//! order, the power-cut rules, coal-mine polling, Modbus limits and address overlaps,
+//! and the values of the later sections. Every problem is collected; none stops the
+//! others.
+
+use super::error::{Diagnostic, KeyPath, Problem};
+use super::*;
+use std::collections::{HashMap, HashSet};
+
+/// Where the parsed elements came from, so diagnostics name the element as written
+/// even when an earlier one failed to parse.
+pub(crate) struct Origins {
+    /// Original index of each parsed hazard source.
+    pub hazard_sources: Vec<usize>,
+    /// Original index of each parsed device.
+    pub devices: Vec<usize>,
+    /// Original index of each parsed point.
+    pub points: Vec<usize>,
+    /// Ids of hazard sources that failed to parse.
+    pub broken_hazard_sources: HashSet<String>,
+    /// Ids of devices that failed to parse.
+    pub broken_devices: HashSet<String>,
+    /// Whether `[site]` parsed; site-dependent checks are skipped otherwise.
+    pub site_known: bool,
+}
+
+impl Origins {
+    /// Elements are where they are (a configuration built in code).
+    pub(crate) fn identity(config: &Config) -> Origins {
+        Origins {
+            hazard_sources: (0..config.hazard_sources.len()).collect(),
+            devices: (0..config.devices.len()).collect(),
+            points: (0..config.points.len()).collect(),
+            broken_hazard_sources: HashSet::new(),
+            broken_devices: HashSet::new(),
+            site_known: true,
+        }
+    }
+
+    fn hazard_source(&self, i: usize) -> KeyPath {
+        KeyPath::root()
+            .key("hazard_sources")
+            .index(self.hazard_sources.get(i).copied().unwrap_or(i))
+    }
+    fn device(&self, i: usize) -> KeyPath {
+        KeyPath::root()
+            .key("devices")
+            .index(self.devices.get(i).copied().unwrap_or(i))
+    }
+    fn point(&self, i: usize) -> KeyPath {
+        KeyPath::root()
+            .key("points")
+            .index(self.points.get(i).copied().unwrap_or(i))
+    }
+}
+
+struct Checker<'a> {
+    config: &'a Config,
+    origins: &'a Origins,
+    out: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, problem: Problem, path: KeyPath, message: impl Into<String>) {
+        self.out.push(Diagnostic::new(problem, path, message));
+    }
+
+    fn non_empty(&mut self, value: &str, path: KeyPath) {
+        if value.trim().is_empty() {
+            self.report(Problem::Value, path, "must not be empty");
+        }
+    }
+
+    fn positive(&mut self, value: u64, path: KeyPath) {
+        if value == 0 {
+            self.report(Problem::Value, path, "must be greater than 0");
+        }
+    }
+
+    fn finite(&mut self, value: f64, path: KeyPath) -> bool {
+        if value.is_finite() {
+            true
+        } else {
+            self.report(
+                Problem::Value,
+                path,
+                format!("must be a finite number, not {value}"),
+            );
+            false
+        }
+    }
+}
+
+/// Runs every semantic check and returns all problems found.
+pub(crate) fn validate(config: &Config, origins: &Origins) -> Vec<Diagnostic> {
+    let mut c = Checker {
+        config,
+        origins,
+        out: Vec::new(),
+    };
+    check_site(&mut c);
+    check_hazard_sources(&mut c);
+    check_devices(&mut c);
+    for i in 0..config.points.len() {
+        check_point(&mut c, i);
+    }
+    check_duplicates(&mut c);
+    check_overlaps(&mut c);
+    check_storage(&mut c);
+    check_sinks(&mut c);
+    check_uplink(&mut c);
+    check_api(&mut c);
+    check_alarm_rate(&mut c);
+    c.out
+}
+
+fn check_site(c: &mut Checker) {
+    if !c.origins.site_known {
+        return;
+    }
+    let site = KeyPath::root().key("site");
+    c.non_empty(&c.config.site.id.clone(), site.key("id"));
+    c.non_empty(&c.config.site.name.clone(), site.key("name"));
+    c.non_empty(
+        &c.config.site.rule_profile.clone(),
+        site.key("rule_profile"),
+    );
+}
+
+fn check_duplicates(c: &mut Checker) {
+    let config = c.config;
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, source) in config.hazard_sources.iter().enumerate() {
+        if let Some(first) = seen.insert(&source.id, i) {
+            let first = c.origins.hazard_source(first);
+            c.report(
+                Problem::Duplicate,
+                c.origins.hazard_source(i).key("id"),
+                format!(
+                    "duplicate hazard source id `{}` (first used at {first})",
+                    source.id
+                ),
+            );
+        }
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, device) in config.devices.iter().enumerate() {
+        if let Some(first) = seen.insert(&device.id, i) {
+            let first = c.origins.device(first);
+            c.report(
+                Problem::Duplicate,
+                c.origins.device(i).key("id"),
+                format!(
+                    "duplicate device id `{}` (first used at {first})",
+                    device.id
+                ),
+            );
+        }
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, point) in config.points.iter().enumerate() {
+        if let Some(first) = seen.insert(&point.id, i) {
+            let first = c.origins.point(first);
+            c.report(
+                Problem::Duplicate,
+                c.origins.point(i).key("id"),
+                format!("duplicate point id `{}` (first used at {first})", point.id),
+            );
+        }
+    }
+}
+
+fn check_hazard_sources(c: &mut Checker) {
+    for (i, source) in c.config.hazard_sources.iter().enumerate() {
+        let path = c.origins.hazard_source(i);
+        c.non_empty(&source.id, path.key("id"));
+        if !(1..=4).contains(&source.grade) {
+            c.report(
+                Problem::Value,
+                path.key("grade"),
+                format!(
+                    "grade {} is not a GB 18218 grade: expected 1 (一级) to 4 (四级)",
+                    source.grade
+                ),
+            );
+        }
+        if let Some(interval) = source.poll_interval_ms {
+            c.positive(interval, path.key("poll_interval_ms"));
+        }
+        for (j, rule) in source.rules.iter().enumerate() {
+            let rule_path = path.key("rules").index(j);
+            if rule.min_points == 0 {
+                c.report(
+                    Problem::Value,
+                    rule_path.key("min_points"),
+                    "must be at least 1",
+                );
+            }
+            if rule.colour < rule.min_colour {
+                c.report(
+                    Problem::Value,
+                    rule_path.key("colour"),
+                    format!(
+                        "colour `{}` is below min_colour `{}`: a rule can only escalate the source's colour",
+                        rule.colour, rule.min_colour
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_devices(c: &mut Checker) {
+    for (i, device) in c.config.devices.iter().enumerate() {
+        let path = c.origins.device(i);
+        c.non_empty(&device.id, path.key("id"));
+        let protocol = device.protocol;
+        let not_for = |c: &mut Checker, present: bool, key: &str| {
+            if present {
+                c.report(
+                    Problem::Binding,
+                    path.key(key),
+                    format!("`{key}` does not apply to protocol `{}`", protocol.as_str()),
+                );
+            }
+        };
+        let tcp = protocol.is_tcp();
+        let rtu = protocol == Protocol::ModbusRtu;
+        let mqtt = protocol == Protocol::Mqtt;
+        not_for(c, !tcp && device.host.is_some(), "host");
+        not_for(c, !tcp && device.port.is_some(), "port");
+        not_for(c, mqtt && device.unit_id.is_some(), "unit_id");
+        not_for(c, !rtu && device.serial_port.is_some(), "serial_port");
+        not_for(c, !rtu && device.baud_rate.is_some(), "baud_rate");
+        not_for(c, !rtu && device.data_bits.is_some(), "data_bits");
+        not_for(c, !rtu && device.parity.is_some(), "parity");
+        not_for(c, !rtu && device.stop_bits.is_some(), "stop_bits");
+        not_for(c, mqtt && !device.blocks.is_empty(), "blocks");
+        not_for(c, !mqtt && device.broker.is_some(), "broker");
+        not_for(c, !mqtt && device.topic_prefix.is_some(), "topic_prefix");
+        not_for(c, !mqtt && device.client_id.is_some(), "client_id");
+        not_for(c, !mqtt && device.username.is_some(), "username");
+        not_for(c, !mqtt && device.password.is_some(), "password");
+
+        if tcp {
+            match &device.host {
+                None => c.report(
+                    Problem::Missing,
+                    path.key("host"),
+                    format!("protocol `{}` needs `host`", protocol.as_str()),
+                ),
+                Some(host) => c.non_empty(host, path.key("host")),
+            }
+            if device.port == Some(0) {
+                c.report(
+                    Problem::Value,
+                    path.key("port"),
+                    "port 0 is not a valid TCP port",
+                );
+            }
+        }
+        if rtu {
+            match &device.serial_port {
+                None => c.report(
+                    Problem::Missing,
+                    path.key("serial_port"),
+                    "protocol `modbus_rtu` needs `serial_port`",
+                ),
+                Some(port) => c.non_empty(port, path.key("serial_port")),
+            }
+            if device.baud_rate == Some(0) {
+                c.report(
+                    Problem::Value,
+                    path.key("baud_rate"),
+                    "must be greater than 0",
+                );
+            }
+            if !matches!(device.data_bits(), 7 | 8) {
+                c.report(Problem::Value, path.key("data_bits"), "expected 7 or 8");
+            }
+            if !matches!(device.stop_bits(), 1 | 2) {
+                c.report(Problem::Value, path.key("stop_bits"), "expected 1 or 2");
+            }
+        }
+        if mqtt {
+            match &device.broker {
+                None => c.report(
+                    Problem::Missing,
+                    path.key("broker"),
+                    "protocol `mqtt` needs `broker`",
+                ),
+                Some(url) => {
+                    if let Err(message) = check_url(url, &["mqtt", "mqtts"]) {
+                        c.report(Problem::Value, path.key("broker"), message);
+                    }
+                }
+            }
+        } else {
+            if device.unit_id() > 247 {
+                c.report(
+                    Problem::Value,
+                    path.key("unit_id"),
+                    format!("unit id {} is above 247", device.unit_id()),
+                );
+            }
+            if device.max_block_registers == 0 || device.max_block_registers > MODBUS_MAX_REGISTERS
+            {
+                c.report(
+                    Problem::ModbusBlock,
+                    path.key("max_block_registers"),
+                    format!(
+                        "{} registers per read is outside 1..={MODBUS_MAX_REGISTERS} (the Modbus limit for 0x03/0x04)",
+                        device.max_block_registers
+                    ),
+                );
+            }
+            if device.max_block_bits == 0 || device.max_block_bits > MODBUS_MAX_BITS {
+                c.report(
+                    Problem::ModbusBlock,
+                    path.key("max_block_bits"),
+                    format!(
+                        "{} bits per read is outside 1..={MODBUS_MAX_BITS} (the Modbus limit for 0x01/0x02)",
+                        device.max_block_bits
+                    ),
+                );
+            }
+            for (j, block) in device.blocks.iter().enumerate() {
+                let block_path = path.key("blocks").index(j);
+                let (limit, what) = if block.table.is_bits() {
+                    (MODBUS_MAX_BITS, "bits")
+                } else {
+                    (MODBUS_MAX_REGISTERS, "registers")
+                };
+                if block.count == 0 || block.count > limit {
+                    c.report(
+                        Problem::ModbusBlock,
+                        block_path.key("count"),
+                        format!(
+                            "a {} block of {} {what} is outside 1..={limit} (the Modbus limit)",
+                            block.table.as_str(),
+                            block.count
+                        ),
+                    );
+                }
+                if u32::from(block.start) + u32::from(block.count) > 65_536 {
+                    c.report(
+                        Problem::ModbusBlock,
+                        block_path.key("count"),
+                        format!(
+                            "block {}+{} runs past address 65535",
+                            block.start, block.count
+                        ),
+                    );
+                }
+            }
+        }
+        if let Some(interval) = device.poll_interval_ms {
+            c.positive(interval, path.key("poll_interval_ms"));
+        }
+        c.positive(device.timeout_ms, path.key("timeout_ms"));
+        if device.offline_after_failures == 0 {
+            c.report(
+                Problem::Value,
+                path.key("offline_after_failures"),
+                "must be at least 1",
+            );
+        }
+    }
+}
+
+fn check_point(c: &mut Checker, i: usize) {
+    let config = c.config;
+    let point = &config.points[i];
+    let path = c.origins.point(i);
+    c.non_empty(&point.id, path.key("id"));
+
+    // Sensor range.
+    let range_ok = c.finite(point.range_min, path.key("range_min"))
+        & c.finite(point.range_max, path.key("range_max"));
+    let range_ok = range_ok && {
+        if point.range_min >= point.range_max {
+            c.report(
+                Problem::Range,
+                path.key("range_max"),
+                format!(
+                    "range_max ({}) must be greater than range_min ({})",
+                    point.range_max, point.range_min
+                ),
+            );
+            false
+        } else {
+            true
+        }
+    };
+
+    // References.
+    let device_index = config.devices.iter().position(|d| d.id == point.device);
+    if device_index.is_none() && !c.origins.broken_devices.contains(&point.device) {
+        c.report(
+            Problem::Reference,
+            path.key("device"),
+            format!("no device with id `{}`", point.device),
+        );
+    }
+    if let Some(source) = &point.hazard_source {
+        let known = config.hazard_sources.iter().any(|h| &h.id == source);
+        if !known && !c.origins.broken_hazard_sources.contains(source) {
+            c.report(
+                Problem::Reference,
+                path.key("hazard_source"),
+                format!("no hazard source with id `{source}`"),
+            );
+        }
+    }
+
+    // Binding against the device's protocol.
+    if let Some(device_index) = device_index {
+        let device = &config.devices[device_index];
+        match (device.protocol.is_modbus(), &point.modbus, &point.mqtt) {
+            (true, None, _) => c.report(
+                Problem::Binding,
+                path.key("modbus"),
+                format!(
+                    "device `{}` speaks {}: the point needs a [points.modbus] binding",
+                    device.id,
+                    device.protocol.as_str()
+                ),
+            ),
+            (false, _, None) => c.report(
+                Problem::Binding,
+                path.key("mqtt"),
+                format!(
+                    "device `{}` speaks mqtt: the point needs a [points.mqtt] binding",
+                    device.id
+                ),
+            ),
+            _ => {}
+        }
+        if device.protocol.is_modbus() && point.mqtt.is_some() {
+            c.report(
+                Problem::Binding,
+                path.key("mqtt"),
+                format!("an MQTT binding on Modbus device `{}`", device.id),
+            );
+        }
+        if !device.protocol.is_modbus() && point.modbus.is_some() {
+            c.report(
+                Problem::Binding,
+                path.key("modbus"),
+                format!("a Modbus binding on MQTT device `{}`", device.id),
+            );
+        }
+        // Intervals.
+        let device_interval = compile::device_poll_interval_ms(config, device_index);
+        if let Some(interval) = point.interval_ms {
+            c.positive(interval, path.key("interval_ms"));
+            if device.protocol.is_modbus() && interval > 0 && interval < device_interval {
+                c.report(
+                    Problem::PollInterval,
+                    path.key("interval_ms"),
+                    format!(
+                        "expected interval {interval} ms is shorter than device `{}`'s poll interval {device_interval} ms: the point would go stale between polls",
+                        device.id
+                    ),
+                );
+            }
+        }
+        if c.origins.site_known && config.site.kind == SiteKind::CoalMine && point.safety {
+            let effective = point.interval_ms.unwrap_or(device_interval);
+            if effective > COAL_MAX_POLL_INTERVAL_MS {
+                let (key, from) = match (point.interval_ms, device.poll_interval_ms) {
+                    (Some(_), _) => ("interval_ms", "the point's `interval_ms`".to_owned()),
+                    (None, Some(_)) => (
+                        "device",
+                        format!("device `{}`'s `poll_interval_ms`", device.id),
+                    ),
+                    (None, None) => ("device", format!("device `{}`'s hazard sources", device.id)),
+                };
+                c.report(
+                    Problem::PollInterval,
+                    path.key(key),
+                    format!(
+                        "safety point polled every {effective} ms (from {from}): a coal-mine safety point must be polled at least every {COAL_MAX_POLL_INTERVAL_MS} ms (GB 50581 §3.1.4)"
+                    ),
+                );
+            }
+            if point.stale_factor == 0 {
+                c.report(
+                    Problem::Value,
+                    path.key("stale_factor"),
+                    "a coal-mine safety point must keep stale detection (stale_factor ≥ 1): an outage is lockout-relevant, not missing data",
+                );
+            }
+        }
+    }
+
+    if let Some(binding) = &point.modbus {
+        check_modbus_binding(c, binding, &path.key("modbus"));
+    }
+    if let Some(binding) = &point.mqtt {
+        check_mqtt_binding(c, binding, &path.key("mqtt"));
+    }
+    check_thresholds(c, point, &path, range_ok);
+    if let Some(rate) = &point.rate {
+        let rate_path = path.key("rate");
+        if rate.rise_per_h.is_none() && rate.fall_per_h.is_none() {
+            c.report(
+                Problem::Value,
+                rate_path.clone(),
+                "a rate rule needs `rise_per_h`, `fall_per_h` or both",
+            );
+        }
+        for (key, value) in [
+            ("rise_per_h", rate.rise_per_h),
+            ("fall_per_h", rate.fall_per_h),
+        ] {
+            if let Some(value) = value {
+                if c.finite(value, rate_path.key(key)) && value <= 0.0 {
+                    c.report(
+                        Problem::Value,
+                        rate_path.key(key),
+                        format!("must be greater than 0, not {value}"),
+                    );
+                }
+            }
+        }
+        c.positive(rate.window_ms, rate_path.key("window_ms"));
+    }
+}
+
+fn check_modbus_binding(c: &mut Checker, binding: &ModbusBinding, path: &KeyPath) {
+    let table = binding.table;
+    let data_type = binding.data_type;
+    if table.is_bits() != (data_type == DataType::Bool) {
+        let expected = if table.is_bits() {
+            "only `bool`".to_owned()
+        } else {
+            "`bit`, `u16`, `i16`, `u32`, `i32`, `u64`, `i64`, `f32` or `f64`".to_owned()
+        };
+        c.report(
+            Problem::ModbusBinding,
+            path.key("data_type"),
+            format!(
+                "data type `{}` cannot be read from the {} table: it holds {expected}",
+                data_type.as_str(),
+                table.as_str()
+            ),
+        );
+    }
+    match (data_type, binding.bit) {
+        (DataType::Bit, None) => c.report(
+            Problem::ModbusBinding,
+            path.key("data_type"),
+            "data type `bit` needs `bit` (0–15), the bit number inside the register",
+        ),
+        (DataType::Bit, Some(bit)) if bit > 15 => c.report(
+            Problem::ModbusBinding,
+            path.key("bit"),
+            format!("bit {bit} does not exist in a 16-bit register: expected 0–15"),
+        ),
+        (DataType::Bit, Some(_)) => {}
+        (_, Some(_)) => c.report(
+            Problem::ModbusBinding,
+            path.key("bit"),
+            format!(
+                "`bit` only applies to data type `bit`, not `{}`",
+                data_type.as_str()
+            ),
+        ),
+        (_, None) => {}
+    }
+    if u32::from(binding.address) + u32::from(data_type.width()) > 65_536 {
+        c.report(
+            Problem::ModbusBinding,
+            path.key("address"),
+            format!(
+                "a {} at address {} runs past address 65535",
+                data_type.as_str(),
+                binding.address
+            ),
+        );
+    }
+    if c.finite(binding.scale, path.key("scale")) && binding.scale == 0.0 {
+        c.report(
+            Problem::Value,
+            path.key("scale"),
+            "a scale of 0 would make every reading 0 + offset",
+        );
+    }
+    c.finite(binding.offset, path.key("offset"));
+}
+
+fn check_mqtt_binding(c: &mut Checker, binding: &MqttBinding, path: &KeyPath) {
+    if binding.topic.trim().is_empty() {
+        c.report(Problem::Value, path.key("topic"), "must not be empty");
+    } else if binding.topic.contains(['+', '#']) {
+        c.report(
+            Problem::Value,
+            path.key("topic"),
+            format!(
+                "topic `{}` contains a wildcard: a point reads one topic",
+                binding.topic
+            ),
+        );
+    }
+    let paths = [
+        ("value_path", Some(&binding.value_path)),
+        ("ts_path", binding.ts_path.as_ref()),
+        ("quality_path", binding.quality_path.as_ref()),
+    ];
+    for (key, value) in paths {
+        if let Some(value) = value {
+            if value.split('.').any(|part| part.trim().is_empty()) {
+                c.report(
+                    Problem::Value,
+                    path.key(key),
+                    format!("`{value}` is not a dotted path like `value` or `data.v`"),
+                );
+            }
+        }
+    }
+}
+
+fn check_thresholds(c: &mut Checker, point: &PointConfig, path: &KeyPath, range_ok: bool) {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    // Last grade seen in each direction: (index, trigger, colour).
+    let mut last: [Option<(usize, f64, Colour)>; 2] = [None, None];
+    for (j, grade) in point.thresholds.iter().enumerate() {
+        let grade_path = path.key("thresholds").index(j);
+        if grade.name.trim().is_empty() {
+            c.report(Problem::Value, grade_path.key("name"), "must not be empty");
+        }
+        if let Some(first) = names.insert(&grade.name, j) {
+            c.report(
+                Problem::Duplicate,
+                grade_path.key("name"),
+                format!(
+                    "duplicate threshold name `{}` in this point (first at thresholds[{first}])",
+                    grade.name
+                ),
+            );
+        }
+        let trigger_ok = c.finite(grade.trigger, grade_path.key("trigger"));
+        let restore_ok = grade
+            .restore
+            .map_or(true, |r| c.finite(r, grade_path.key("restore")));
+        let deadband_ok = grade
+            .deadband
+            .map_or(true, |d| c.finite(d, grade_path.key("deadband")));
+        if let Some(deadband) = grade.deadband {
+            if deadband < 0.0 {
+                c.report(
+                    Problem::Value,
+                    grade_path.key("deadband"),
+                    format!("must be ≥ 0, not {deadband}"),
+                );
+            }
+        }
+        if grade.restore.is_some() && grade.deadband.is_some() {
+            c.report(
+                Problem::Restore,
+                grade_path.key("deadband"),
+                "give either `restore` or `deadband`, not both",
+            );
+        }
+
+        // Power cut: must act within 2 s, restore set by the rule, never by a default.
+        if grade.power_cut {
+            for (key, delay) in [
+                ("on_delay_ms", grade.on_delay_ms),
+                ("off_delay_ms", grade.off_delay_ms),
+            ] {
+                if delay > 0 {
+                    c.report(
+                        Problem::PowerCut,
+                        grade_path.key(key),
+                        format!("a power-cut grade cannot have a delay ({delay} ms): the cut must act within 2 s (GB 50581)"),
+                    );
+                }
+            }
+            if grade.deadband.is_some() {
+                c.report(
+                    Problem::PowerCut,
+                    grade_path.key("deadband"),
+                    "a power-cut grade cannot have a deadband: give its `restore` value from the rule (e.g. cut at 1.5, restore below 1.0)",
+                );
+            }
+            if grade.restore.is_none() {
+                c.report(
+                    Problem::PowerCut,
+                    grade_path.clone(),
+                    "a power-cut grade needs an explicit `restore` (the rule sets it per location, e.g. restore below 1.0 %CH4)",
+                );
+            }
+        }
+
+        if !(trigger_ok && restore_ok && deadband_ok) {
+            continue;
+        }
+        let restore = grade.effective_restore();
+        let wrong_side = match grade.direction {
+            Direction::High => restore > grade.trigger,
+            Direction::Low => restore < grade.trigger,
+        };
+        if wrong_side {
+            let (key, side) = match grade.direction {
+                Direction::High => ("at or below", "high"),
+                Direction::Low => ("at or above", "low"),
+            };
+            let at = if grade.restore.is_some() {
+                "restore"
+            } else {
+                "deadband"
+            };
+            c.report(
+                Problem::Restore,
+                grade_path.key(at),
+                format!(
+                    "restore {restore} is on the wrong side of trigger {}: a {side} grade restores {key} its trigger",
+                    grade.trigger
+                ),
+            );
+        }
+        if range_ok {
+            for (key, value) in [("trigger", grade.trigger), ("restore", restore)] {
+                if value < point.range_min || value > point.range_max {
+                    let key = if key == "restore" && grade.restore.is_none() {
+                        "deadband"
+                    } else {
+                        key
+                    };
+                    c.report(
+                        Problem::Range,
+                        grade_path.key(key),
+                        format!(
+                            "{value} is outside the sensor range {}..{} {}",
+                            point.range_min, point.range_max, point.unit
+                        )
+                        .trim_end()
+                        .to_owned(),
+                    );
+                }
+            }
+        }
+
+        let slot = match grade.direction {
+            Direction::High => 0,
+            Direction::Low => 1,
+        };
+        if let Some((previous, previous_trigger, previous_colour)) = last[slot] {
+            let previous_name = &point.thresholds[previous].name;
+            let ordered = match grade.direction {
+                Direction::High => grade.trigger > previous_trigger,
+                Direction::Low => grade.trigger < previous_trigger,
+            };
+            if !ordered {
+                let (word, verb) = match grade.direction {
+                    Direction::High => ("above", "rise"),
+                    Direction::Low => ("below", "fall"),
+                };
+                c.report(
+                    Problem::GradeOrder,
+                    grade_path.key("trigger"),
+                    format!(
+                        "grade `{}` (trigger {}) must be strictly {word} the previous {} grade `{previous_name}` (trigger {previous_trigger}): list grades least severe first, triggers must {verb}",
+                        grade.name,
+                        grade.trigger,
+                        if slot == 0 { "high" } else { "low" },
+                    ),
+                );
+            }
+            if grade.colour < previous_colour {
+                c.report(
+                    Problem::GradeOrder,
+                    grade_path.key("colour"),
+                    format!(
+                        "colour `{}` is less severe than `{previous_colour}` of the previous grade `{previous_name}`: colours must not drop as grades get more severe",
+                        grade.colour
+                    ),
+                );
+            }
+        }
+        last[slot] = Some((j, grade.trigger, grade.colour));
+    }
+}
+
+/// One point's claim on a device's address space.
+struct Claim {
+    point: usize,
+    table: RegisterTable,
+    start: u32,
+    end: u32,
+    data_type: DataType,
+    byte_order: ByteOrder,
+    bit: Option<u8>,
+}
+
+fn check_overlaps(c: &mut Checker) {
+    let config = c.config;
+    let mut by_device: HashMap<&str, Vec<Claim>> = HashMap::new();
+    for (i, point) in config.points.iter().enumerate() {
+        if let Some(binding) = &point.modbus {
+            let start = u32::from(binding.address);
+            by_device
+                .entry(point.device.as_str())
+                .or_default()
+                .push(Claim {
+                    point: i,
+                    table: binding.table,
+                    start,
+                    end: start + u32::from(binding.data_type.width()),
+                    data_type: binding.data_type,
+                    byte_order: binding.byte_order,
+                    bit: binding.bit,
+                });
+        }
+    }
+    let mut devices: Vec<_> = by_device.into_iter().collect();
+    devices.sort_by_key(|(device, _)| *device);
+    for (device, mut claims) in devices {
+        claims.sort_by_key(|claim| (claim.table, claim.start, claim.point));
+        for (k, a) in claims.iter().enumerate() {
+            for b in claims[k + 1..].iter() {
+                if b.table != a.table || b.start >= a.end {
+                    break;
+                }
+                let same_read = a.start == b.start
+                    && a.end == b.end
+                    && a.data_type == b.data_type
+                    && (a.data_type.width() == 1 || a.byte_order == b.byte_order);
+                // Two bits of one register, or the same value read twice: fine.
+                if same_read
+                    || (a.data_type == DataType::Bit
+                        && b.data_type == DataType::Bit
+                        && a.start == b.start)
+                {
+                    continue;
+                }
+                let (first, second) = if a.point < b.point { (a, b) } else { (b, a) };
+                let first_point = &config.points[first.point];
+                let describe = |claim: &Claim| {
+                    let bit = claim
+                        .bit
+                        .map(|bit| format!(" bit {bit}"))
+                        .unwrap_or_default();
+                    let order = if claim.data_type.width() > 1 {
+                        format!(" {}", claim.byte_order.as_str())
+                    } else {
+                        String::new()
+                    };
+                    let last = claim.end - 1;
+                    let span = if last == claim.start {
+                        format!("{}", claim.start)
+                    } else {
+                        format!("{}..={last}", claim.start)
+                    };
+                    format!(
+                        "{} {span} as {}{order}{bit}",
+                        claim.table.as_str(),
+                        claim.data_type.as_str()
+                    )
+                };
+                c.report(
+                    Problem::AddressOverlap,
+                    c.origins.point(second.point).key("modbus").key("address"),
+                    format!(
+                        "on device `{device}`, {} overlaps point `{}` ({}) with a different type",
+                        describe(second),
+                        first_point.id,
+                        describe(first),
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn check_storage(c: &mut Checker) {
+    let storage = &c.config.storage;
+    let path = KeyPath::root().key("storage");
+    c.non_empty(&storage.path, path.key("path"));
+    c.positive(storage.heartbeat_s, path.key("heartbeat_s"));
+    if !c.origins.site_known {
+        return;
+    }
+    let (raw_min, event_min, why) = match c.config.site.kind {
+        SiteKind::CoalMine => (
+            7,
+            365,
+            "AQ 6201-2019: real-time values ≥ 7 days, alarms and cuts ≥ 1 year",
+        ),
+        SiteKind::ChemicalPlant => (30, 30, "总局令40号: electronic records ≥ 30 days"),
+    };
+    if storage.raw_retention_days < raw_min {
+        c.report(
+            Problem::Value,
+            path.key("raw_retention_days"),
+            format!(
+                "{} days is below the minimum {raw_min} ({why})",
+                storage.raw_retention_days
+            ),
+        );
+    }
+    if storage.event_retention_days < event_min {
+        c.report(
+            Problem::Value,
+            path.key("event_retention_days"),
+            format!(
+                "{} days is below the minimum {event_min} ({why})",
+                storage.event_retention_days
+            ),
+        );
+    }
+}
+
+fn check_sinks(c: &mut Checker) {
+    let Some(influx) = &c.config.sinks.influxdb else {
+        return;
+    };
+    let path = KeyPath::root().key("sinks").key("influxdb");
+    if let Err(message) = check_url(&influx.url, &["http", "https"]) {
+        c.report(Problem::Value, path.key("url"), message);
+    }
+    type Keys<'a> = &'a [(&'a str, &'a Option<String>)];
+    let (needed, foreign, api): (Keys, Keys, &str) = match influx.api {
+        InfluxApi::V2 => (
+            &[("org", &influx.org), ("bucket", &influx.bucket)],
+            &[
+                ("database", &influx.database),
+                ("retention_policy", &influx.retention_policy),
+                ("username", &influx.username),
+                ("password", &influx.password),
+            ],
+            "v2",
+        ),
+        InfluxApi::V1 => (
+            &[("database", &influx.database)],
+            &[
+                ("org", &influx.org),
+                ("bucket", &influx.bucket),
+                ("token", &influx.token),
+            ],
+            "v1",
+        ),
+    };
+    for (key, value) in needed {
+        match value {
+            None => c.report(
+                Problem::Missing,
+                path.key(key),
+                format!("api `{api}` needs `{key}`"),
+            ),
+            Some(value) => c.non_empty(value, path.key(key)),
+        }
+    }
+    for (key, value) in foreign {
+        if value.is_some() {
+            c.report(
+                Problem::Value,
+                path.key(key),
+                format!("`{key}` does not apply to api `{api}`"),
+            );
+        }
+    }
+    c.positive(u64::from(influx.batch_size), path.key("batch_size"));
+    c.positive(influx.flush_interval_ms, path.key("flush_interval_ms"));
+}
+
+fn check_uplink(c: &mut Checker) {
+    let Some(uplink) = &c.config.uplink else {
+        return;
+    };
+    let path = KeyPath::root().key("uplink");
+    let schemes: &[&str] = match uplink.transport {
+        UplinkTransport::Mqtt => &["mqtt", "mqtts"],
+        UplinkTransport::Https => &["https"],
+    };
+    if let Err(message) = check_url(&uplink.url, schemes) {
+        c.report(Problem::Value, path.key("url"), message);
+    }
+    if let Some(code) = &uplink.site_code {
+        c.non_empty(code, path.key("site_code"));
+    }
+    c.positive(
+        uplink.realtime_interval_ms,
+        path.key("realtime_interval_ms"),
+    );
+}
+
+fn check_api(c: &mut Checker) {
+    let api = &c.config.api;
+    let path = KeyPath::root().key("api");
+    if api.listen.parse::<std::net::SocketAddr>().is_err() {
+        c.report(
+            Problem::Value,
+            path.key("listen"),
+            format!(
+                "`{}` is not a socket address like 127.0.0.1:8080 or [::1]:8080",
+                api.listen
+            ),
+        );
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut hashes: HashMap<String, usize> = HashMap::new();
+    for (i, token) in api.tokens.iter().enumerate() {
+        let token_path = path.key("tokens").index(i);
+        c.non_empty(&token.name, token_path.key("name"));
+        if let Some(first) = names.insert(&token.name, i) {
+            c.report(
+                Problem::Duplicate,
+                token_path.key("name"),
+                format!(
+                    "duplicate token name `{}` (first at api.tokens[{first}])",
+                    token.name
+                ),
+            );
+        }
+        if token.sha256.len() != 64 || !token.sha256.chars().all(|ch| ch.is_ascii_hexdigit()) {
+            c.report(
+                Problem::Value,
+                token_path.key("sha256"),
+                format!(
+                    "expected the SHA-256 of the token as 64 hex digits, found {} characters",
+                    token.sha256.chars().count()
+                ),
+            );
+        } else if let Some(first) = hashes.insert(token.sha256.to_ascii_lowercase(), i) {
+            c.report(
+                Problem::Duplicate,
+                token_path.key("sha256"),
+                format!("the same token as api.tokens[{first}]"),
+            );
+        }
+    }
+}
+
+fn check_alarm_rate(c: &mut Checker) {
+    let rate = &c.config.alarm_rate;
+    let path = KeyPath::root().key("alarm_rate");
+    if rate.flood_start_per_10min == 0 {
+        c.report(
+            Problem::Value,
+            path.key("flood_start_per_10min"),
+            "must be at least 1",
+        );
+    }
+    if rate.flood_end_per_10min > rate.flood_start_per_10min {
+        c.report(
+            Problem::Value,
+            path.key("flood_end_per_10min"),
+            format!(
+                "a flood cannot end above where it starts ({} > {})",
+                rate.flood_end_per_10min, rate.flood_start_per_10min
+            ),
+        );
+    }
+    if rate.chatter_count == 0 {
+        c.report(
+            Problem::Value,
+            path.key("chatter_count"),
+            "must be at least 1",
+        );
+    }
+    c.positive(rate.chatter_window_ms, path.key("chatter_window_ms"));
+}
+
+/// A light URL check (no URL library): `scheme://host[:port][/path]` with an allowed
+/// scheme and a non-empty host.
+fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "`{url}` is not a URL: expected {}://host…",
+            schemes.join("://, ")
+        ));
+    };
+    if !schemes.contains(&scheme.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "URL scheme `{scheme}` is not allowed here: expected one of {}",
+            schemes.join(", ")
+        ));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let (host, port) = match host_port.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((host, after)) => (host, after.strip_prefix(':')),
+            None => return Err(format!("`{url}` has an unclosed `[`")),
+        },
+        None => match host_port.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        },
+    };
+    if let Some(port) = port {
+        if port.parse::<u16>().is_err() {
+            return Err(format!("`{port}` in `{url}` is not a port number"));
+        }
+    }
+    if host.is_empty() {
+        return Err(format!("`{url}` has no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_url;
+
+    #[test]
+    fn urls() {
+        assert!(check_url("http://localhost:8086", &["http", "https"]).is_ok());
+        assert!(check_url("https://influx.example/api", &["http", "https"]).is_ok());
+        assert!(check_url("ftp://x", &["http"]).is_err());
+        assert!(check_url("http://", &["http"]).is_err());
+        assert!(check_url("localhost:8086", &["http"]).is_err());
+        assert!(check_url("http://h:99999", &["http"]).is_err());
+        assert!(check_url("mqtts://[::1]:8883", &["mqtts"]).is_ok());
+    }
+}

@@ -1,0 +1,198 @@
+//! The shipped example configurations stay valid and compile to the expected
+//! engine spec, and every compiled spec satisfies the invariants of `engine::spec`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use hazgate::config::Config;
+use hazgate::engine::EngineSpec;
+use hazgate::model::{Colour, Direction, HazardSourceId};
+
+fn load(name: &str) -> Config {
+    let path = format!("{}/config/{name}", env!("CARGO_MANIFEST_DIR"));
+    match Config::load_with_env(&path, Vec::new()) {
+        Ok(config) => config,
+        Err(error) => panic!("{path} is invalid:\n{error}"),
+    }
+}
+
+/// The invariants listed at the top of `src/engine/spec.rs`.
+fn assert_spec_invariants(spec: &EngineSpec) {
+    for point in &spec.points {
+        assert!(point.range_min < point.range_max, "{}", point.id);
+        for direction in [Direction::High, Direction::Low] {
+            let grades: Vec<_> = point
+                .grades
+                .iter()
+                .filter(|g| g.direction == direction)
+                .collect();
+            for pair in grades.windows(2) {
+                match direction {
+                    Direction::High => assert!(pair[0].trigger < pair[1].trigger, "{}", point.id),
+                    Direction::Low => assert!(pair[0].trigger > pair[1].trigger, "{}", point.id),
+                }
+                assert!(pair[0].colour <= pair[1].colour, "{}", point.id);
+            }
+        }
+        for grade in &point.grades {
+            match grade.direction {
+                Direction::High => assert!(
+                    grade.restore <= grade.trigger,
+                    "{} {}",
+                    point.id,
+                    grade.name
+                ),
+                Direction::Low => assert!(
+                    grade.restore >= grade.trigger,
+                    "{} {}",
+                    point.id,
+                    grade.name
+                ),
+            }
+            if grade.power_cut {
+                assert_eq!(grade.on_delay_ms, 0, "{} {}", point.id, grade.name);
+                assert_eq!(grade.off_delay_ms, 0, "{} {}", point.id, grade.name);
+            }
+        }
+        if let Some(HazardSourceId(index)) = point.hazard_source {
+            assert!((index as usize) < spec.hazard_sources.len(), "{}", point.id);
+        }
+    }
+}
+
+#[test]
+fn coal_mine_example_is_valid_and_compiles() {
+    let config = load("coal-mine.toml");
+    assert_eq!(config.devices.len(), 3);
+    assert_eq!(config.points.len(), 14);
+    assert_eq!(config.hazard_sources.len(), 3);
+
+    let spec = config.engine_spec();
+    assert_spec_invariants(&spec);
+    assert_eq!(spec.points.len(), 14);
+    assert_eq!(spec.hazard_sources.len(), 3);
+
+    // T1 at the longwall face: alarm ≥1.0, cut ≥1.5, restore <1.0.
+    let t1 = &spec.points[0];
+    assert_eq!(t1.id, "CH4-1201-T1");
+    assert_eq!(t1.grades.len(), 2);
+    assert_eq!(
+        (
+            t1.grades[0].trigger,
+            t1.grades[0].restore,
+            t1.grades[0].power_cut
+        ),
+        (1.0, 1.0, false)
+    );
+    assert_eq!(
+        (
+            t1.grades[1].trigger,
+            t1.grades[1].restore,
+            t1.grades[1].power_cut
+        ),
+        (1.5, 1.0, true)
+    );
+    assert_eq!(t1.grades[1].colour, Colour::Red);
+    assert_eq!(t1.hazard_source, Some(HazardSourceId(0)));
+    // Grade 1 source → 1 s polling, stale after 3 polls.
+    assert_eq!(t1.stale_after_ms, Some(3_000));
+
+    // T2 return: alarm = cut = 1.0 as one power-cut grade; T3 intake 0.5.
+    let t2 = &spec.points[1];
+    assert_eq!(t2.grades.len(), 1);
+    assert_eq!(
+        (
+            t2.grades[0].trigger,
+            t2.grades[0].restore,
+            t2.grades[0].power_cut
+        ),
+        (1.0, 1.0, true)
+    );
+    let t3 = &spec.points[2];
+    assert_eq!(
+        (
+            t3.grades[0].trigger,
+            t3.grades[0].restore,
+            t3.grades[0].power_cut
+        ),
+        (0.5, 0.5, true)
+    );
+
+    // CO 24 ppm with a 2 ppm deadband → restore 22.
+    let co = spec.points.iter().find(|p| p.id == "CO-1201-RET").unwrap();
+    assert_eq!((co.grades[0].trigger, co.grades[0].restore), (24.0, 22.0));
+
+    // O2: low grades 20.0 then 19.5.
+    let o2 = spec.points.iter().find(|p| p.id == "O2-1201-IN").unwrap();
+    let lows: Vec<f64> = o2.grades.iter().map(|g| g.trigger).collect();
+    assert_eq!(lows, vec![20.0, 19.5]);
+    assert!(o2.grades.iter().all(|g| g.direction == Direction::Low));
+
+    // Wind speed: high grades before low ones.
+    let wind = spec.points.iter().find(|p| p.id == "WS-1201-FACE").unwrap();
+    assert_eq!(wind.grades[0].direction, Direction::High);
+    assert_eq!(wind.grades[1].direction, Direction::Low);
+    assert_eq!(wind.grades[1].trigger, 0.25);
+
+    // Sump level: rate rule; device polled every 5 s.
+    let sump = spec.points.iter().find(|p| p.id == "LVL-SUMP").unwrap();
+    let rate = sump.rate.as_ref().unwrap();
+    assert_eq!((rate.rise_per_h, rate.window_ms), (Some(0.5), 600_000));
+    assert_eq!(sump.stale_after_ms, Some(15_000));
+
+    // Every coal-mine safety point is polled within 30 s.
+    for (i, point) in config.points.iter().enumerate() {
+        if point.safety {
+            assert!(config.point_interval_ms(i) <= 30_000, "{}", point.id);
+        }
+    }
+}
+
+#[test]
+fn chemical_plant_example_is_valid_and_compiles() {
+    let config = load("chemical-plant.toml");
+    assert_eq!(config.devices.len(), 3);
+    assert_eq!(config.points.len(), 13);
+    assert_eq!(config.hazard_sources.len(), 4);
+    let grades: Vec<u8> = config.hazard_sources.iter().map(|h| h.grade).collect();
+    assert_eq!(grades, vec![1, 2, 3, 4]);
+
+    let spec = config.engine_spec();
+    assert_spec_invariants(&spec);
+
+    // GB/T 50493: combustible level 1 at 25 %LEL, level 2 at 50 %LEL.
+    let lel = &spec.points[0];
+    assert_eq!(lel.id, "LEL-TK101-N");
+    let triggers: Vec<f64> = lel.grades.iter().map(|g| g.trigger).collect();
+    assert_eq!(triggers, vec![25.0, 50.0]);
+    assert!(lel.grades[1].power_cut);
+    assert_eq!(lel.grades[1].restore, 25.0);
+
+    // MQTT-fed points exist and use the MQTT device's 5 s expected interval.
+    let mqtt_points: Vec<_> = config.points.iter().filter(|p| p.mqtt.is_some()).collect();
+    assert_eq!(mqtt_points.len(), 2);
+    let h2s = spec
+        .points
+        .iter()
+        .find(|p| p.id == "H2S-TK201-FOOT")
+        .unwrap();
+    assert_eq!(h2s.stale_after_ms, Some(15_000));
+    assert_eq!(h2s.hazard_source, Some(HazardSourceId(1)));
+
+    // Hazard source rules carried through.
+    assert_eq!(spec.hazard_sources[0].rules.len(), 2);
+    assert_eq!(spec.hazard_sources[0].rules[1].colour, Colour::Red);
+    assert_eq!(spec.alarm_rate.flood_start_per_10min, 10);
+}
+
+#[test]
+fn programmatic_validation_agrees_with_loading() {
+    let config = load("coal-mine.toml");
+    assert_eq!(config.validate(), Ok(()));
+    let mut broken = config.clone();
+    broken.points[0].thresholds[1].on_delay_ms = 500;
+    let problems = broken.validate().unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(
+        problems[0].path.to_string(),
+        "points[0].thresholds[1].on_delay_ms"
+    );
+}
