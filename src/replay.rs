@@ -8,6 +8,9 @@
 //! `ts` is allowed. Before each reading the engine is ticked to its time, so delays,
 //! stale detection and shelve expiry happen as they would live.
 //!
+//! Points that never appear in the input are left out of stale detection, so a
+//! recording of a few points does not report the rest of the site as silent.
+//!
 //! Output is one JSON object per line per engine event. A malformed line is reported
 //! with its line number, counted, and skipped; it never stops the replay and is never
 //! turned into a value.
@@ -38,10 +41,23 @@ pub enum ReplayError {
 
 /// Replay `input` through a fresh engine built from `spec`, writing events to `out`.
 pub fn replay(
-    spec: EngineSpec,
+    mut spec: EngineSpec,
     input: impl BufRead,
     mut out: impl Write,
 ) -> Result<ReplaySummary, ReplayError> {
+    let lines: Vec<String> = input
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(ReplayError::Read)?;
+    let mentioned: std::collections::HashSet<&str> = lines
+        .iter()
+        .filter_map(|l| l.split(',').nth(1).map(str::trim))
+        .collect();
+    for p in &mut spec.points {
+        if !mentioned.contains(p.id.as_str()) {
+            p.stale_after_ms = None;
+        }
+    }
     let ids: HashMap<String, PointId> = spec
         .points
         .iter()
@@ -55,9 +71,8 @@ pub fn replay(
     let mut summary = ReplaySummary::default();
     let mut events = Vec::new();
     let mut last_ts = i64::MIN;
-    for (n, line) in input.lines().enumerate() {
+    for (n, line) in lines.iter().enumerate() {
         let line_no = n + 1;
-        let line = line.map_err(ReplayError::Read)?;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || (line_no == 1 && line.starts_with("ts")) {
             continue;

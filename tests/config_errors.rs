@@ -129,7 +129,7 @@ fn grades_out_of_order() {
         Problem::GradeOrder,
         "points[0].thresholds[1].trigger",
         37,
-        "strictly above",
+        "must be above",
     );
 }
 
@@ -362,4 +362,24 @@ flood_end_per_10min = 5
         "cannot end above",
     );
     assert_eq!(found.len(), 7, "{found:#?}");
+}
+
+#[test]
+fn equal_triggers_need_a_more_severe_later_grade() {
+    // T2 return airway: alarm and cut both at 1.0 % is valid …
+    let base = std::fs::read_to_string("tests/fixtures/config/grade-order.toml").unwrap();
+    let equal_cut = base.replace("trigger = 0.8", "trigger = 1.0");
+    let config = hazgate::config::Config::from_toml_str(&equal_cut, "equal-cut.toml");
+    assert!(config.is_ok(), "{:?}", config.err());
+    // … but a second grade at the same trigger that is no more severe is not.
+    let equal_plain = equal_cut
+        .replace("power_cut = true", "")
+        .replace("colour = \"red\"", "colour = \"orange\"");
+    let err = hazgate::config::Config::from_toml_str(&equal_plain, "equal-plain.toml")
+        .expect_err("an error");
+    assert!(
+        err.to_string().contains("thresholds[1].trigger")
+            || format!("{err:?}").contains("thresholds[1].trigger"),
+        "{err:?}"
+    );
 }

@@ -75,3 +75,71 @@ x,CH4-T1,0.4
         "the good 1.2 raises the value alarm"
     );
 }
+
+#[test]
+fn the_cli_replays_the_bundled_heading_gas_surge_against_the_coal_mine_example() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .args([
+            "replay",
+            "--config",
+            "config/coal-mine.toml",
+            "--input",
+            "config/replay/heading-gas-surge.csv",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let face: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e["point"] == "CH4-2203-T1")
+        .map(|e| {
+            (
+                e["transition"].as_str().unwrap(),
+                e["alarm"]["grade_name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        face,
+        vec![
+            ("raised", "报警"),
+            ("escalated", "断电"),
+            ("returned_to_normal", "断电")
+        ]
+    );
+    // Points absent from the recording are not reported stale.
+    assert!(events.iter().all(|e| e["event"] != "stale"));
+    let colours: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "risk")
+        .map(|e| e["colour"].as_str().unwrap())
+        .collect();
+    assert_eq!(colours, vec!["orange", "red", "blue"]);
+}
+
+#[test]
+fn the_cli_exits_non_zero_on_malformed_lines_and_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("bad.csv");
+    std::fs::write(&csv, "1000,CH4-2203-T1,0.3\n2000,CH4-2203-T1\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .args(["replay", "--config", "config/coal-mine.toml", "--input"])
+        .arg(&csv)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.csv:2: expected `ts_ms,point,value[,quality]`"),
+        "{err}"
+    );
+}

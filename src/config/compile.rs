@@ -2,7 +2,7 @@
 //!
 //! Point `i` is `points[i]` and hazard source `j` is `hazard_sources[j]`. Grades keep
 //! their listed order within each direction (validation made that least severe first
-//! with strictly ordered triggers); high grades come before low ones.
+//! with triggers that never go backwards); high grades come before low ones.
 
 use super::*;
 use crate::engine::{

@@ -643,10 +643,10 @@ fn check_thresholds(c: &mut Checker, point: &PointConfig, path: &KeyPath, range_
         let trigger_ok = c.finite(grade.trigger, grade_path.key("trigger"));
         let restore_ok = grade
             .restore
-            .map_or(true, |r| c.finite(r, grade_path.key("restore")));
+            .is_none_or(|r| c.finite(r, grade_path.key("restore")));
         let deadband_ok = grade
             .deadband
-            .map_or(true, |d| c.finite(d, grade_path.key("deadband")));
+            .is_none_or(|d| c.finite(d, grade_path.key("deadband")));
         if let Some(deadband) = grade.deadband {
             if deadband < 0.0 {
                 c.report(
@@ -749,9 +749,18 @@ fn check_thresholds(c: &mut Checker, point: &PointConfig, path: &KeyPath, range_
         };
         if let Some((previous, previous_trigger, previous_colour)) = last[slot] {
             let previous_name = &point.thresholds[previous].name;
+            // Equal triggers are allowed when the later grade is more severe: a
+            // return airway alarms and cuts at the same 1.0 % (DOMAIN.md §1.1).
+            let more_severe = grade.power_cut || grade.colour > previous_colour;
             let ordered = match grade.direction {
-                Direction::High => grade.trigger > previous_trigger,
-                Direction::Low => grade.trigger < previous_trigger,
+                Direction::High => {
+                    grade.trigger > previous_trigger
+                        || (grade.trigger == previous_trigger && more_severe)
+                }
+                Direction::Low => {
+                    grade.trigger < previous_trigger
+                        || (grade.trigger == previous_trigger && more_severe)
+                }
             };
             if !ordered {
                 let (word, verb) = match grade.direction {
@@ -762,7 +771,7 @@ fn check_thresholds(c: &mut Checker, point: &PointConfig, path: &KeyPath, range_
                     Problem::GradeOrder,
                     grade_path.key("trigger"),
                     format!(
-                        "grade `{}` (trigger {}) must be strictly {word} the previous {} grade `{previous_name}` (trigger {previous_trigger}): list grades least severe first, triggers must {verb}",
+                        "grade `{}` (trigger {}) must be {word} the previous {} grade `{previous_name}` (trigger {previous_trigger}), or equal to it with a power cut or a more severe colour: list grades least severe first, triggers must {verb}",
                         grade.name,
                         grade.trigger,
                         if slot == 0 { "high" } else { "low" },
