@@ -324,36 +324,7 @@ impl DeviceConfig {
     }
 }
 
-/// A Modbus data table (address space).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RegisterTable {
-    /// Coils, read with 0x01 (bits, read/write).
-    Coil,
-    /// Discrete inputs, read with 0x02 (bits, read-only).
-    DiscreteInput,
-    /// Holding registers, read with 0x03 (16-bit words).
-    Holding,
-    /// Input registers, read with 0x04 (16-bit words).
-    Input,
-}
-
-impl RegisterTable {
-    /// Whether the table holds single bits rather than 16-bit registers.
-    pub fn is_bits(self) -> bool {
-        matches!(self, RegisterTable::Coil | RegisterTable::DiscreteInput)
-    }
-
-    /// Name as written in the file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RegisterTable::Coil => "coil",
-            RegisterTable::DiscreteInput => "discrete_input",
-            RegisterTable::Holding => "holding",
-            RegisterTable::Input => "input",
-        }
-    }
-}
+pub use crate::sources::modbus::decode::{ByteOrder, DataType, Table as RegisterTable};
 
 /// `[[devices.blocks]]`: one forced read block.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -422,89 +393,6 @@ pub struct PointConfig {
 
 fn default_stale_factor() -> u32 {
     3
-}
-
-/// How a value is encoded in registers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DataType {
-    /// One coil or discrete input.
-    Bool,
-    /// One bit (`bit` = 0–15) of a holding or input register.
-    Bit,
-    /// Unsigned 16-bit, one register.
-    U16,
-    /// Signed 16-bit, one register.
-    I16,
-    /// Unsigned 32-bit, two registers.
-    U32,
-    /// Signed 32-bit, two registers.
-    I32,
-    /// Unsigned 64-bit, four registers.
-    U64,
-    /// Signed 64-bit, four registers.
-    I64,
-    /// IEEE 754 single, two registers.
-    F32,
-    /// IEEE 754 double, four registers.
-    F64,
-}
-
-impl DataType {
-    /// How many registers (or bits, for `bool`) the value occupies.
-    pub fn width(self) -> u16 {
-        match self {
-            DataType::Bool | DataType::Bit | DataType::U16 | DataType::I16 => 1,
-            DataType::U32 | DataType::I32 | DataType::F32 => 2,
-            DataType::U64 | DataType::I64 | DataType::F64 => 4,
-        }
-    }
-
-    /// Name as written in the file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DataType::Bool => "bool",
-            DataType::Bit => "bit",
-            DataType::U16 => "u16",
-            DataType::I16 => "i16",
-            DataType::U32 => "u32",
-            DataType::I32 => "i32",
-            DataType::U64 => "u64",
-            DataType::I64 => "i64",
-            DataType::F32 => "f32",
-            DataType::F64 => "f64",
-        }
-    }
-}
-
-/// Order of the bytes of a multi-register value, `A` being the most significant byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
-pub enum ByteOrder {
-    /// Big-endian words, big-endian bytes (the Modbus convention).
-    #[default]
-    #[serde(rename = "ABCD")]
-    Abcd,
-    /// Word-swapped (common on PLCs).
-    #[serde(rename = "CDAB")]
-    Cdab,
-    /// Byte-swapped within each word.
-    #[serde(rename = "BADC")]
-    Badc,
-    /// Fully little-endian.
-    #[serde(rename = "DCBA")]
-    Dcba,
-}
-
-impl ByteOrder {
-    /// Name as written in the file.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ByteOrder::Abcd => "ABCD",
-            ByteOrder::Cdab => "CDAB",
-            ByteOrder::Badc => "BADC",
-            ByteOrder::Dcba => "DCBA",
-        }
-    }
 }
 
 /// `[points.modbus]`: where a point's value lives on a Modbus device.

@@ -20,23 +20,34 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The four Modbus data tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A Modbus data table (address space).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
-    /// Read/write bits, function codes 1 (read), 5 and 15 (write).
+    /// Coils, read with 0x01 (bits, read/write).
     Coil,
-    /// Read-only bits, function code 2.
+    /// Discrete inputs, read with 0x02 (bits, read-only).
     DiscreteInput,
-    /// Read/write registers, function codes 3 (read), 6 and 16 (write).
+    /// Holding registers, read with 0x03 (16-bit words).
     Holding,
-    /// Read-only registers, function code 4.
+    /// Input registers, read with 0x04 (16-bit words).
     Input,
 }
 
 impl Table {
+    /// Whether the table holds single bits rather than 16-bit registers.
     pub fn is_bits(self) -> bool {
         matches!(self, Table::Coil | Table::DiscreteInput)
+    }
+
+    /// Name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Table::Coil => "coil",
+            Table::DiscreteInput => "discrete_input",
+            Table::Holding => "holding",
+            Table::Input => "input",
+        }
     }
 
     /// The largest quantity one read request may ask for (Modbus application
@@ -60,26 +71,34 @@ impl Table {
     }
 }
 
-/// How a value is laid out in registers or bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// How a value is encoded in registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DataType {
-    /// One coil or discrete input (0 or 1).
+    /// One coil or discrete input.
     Bool,
-    /// One bit of a register (`bit` 0 = least significant).
+    /// One bit (`bit` = 0–15) of a holding or input register.
     Bit,
+    /// Unsigned 16-bit, one register.
     U16,
+    /// Signed 16-bit, one register.
     I16,
+    /// Unsigned 32-bit, two registers.
     U32,
+    /// Signed 32-bit, two registers.
     I32,
+    /// Unsigned 64-bit, four registers.
     U64,
+    /// Signed 64-bit, four registers.
     I64,
+    /// IEEE 754 single, two registers.
     F32,
+    /// IEEE 754 double, four registers.
     F64,
 }
 
 impl DataType {
-    /// Registers (or bits, for `Bool`) the value occupies.
+    /// How many registers (or bits, for `bool`) the value occupies.
     pub fn width(self) -> u16 {
         match self {
             DataType::Bool | DataType::Bit | DataType::U16 | DataType::I16 => 1,
@@ -87,25 +106,61 @@ impl DataType {
             DataType::U64 | DataType::I64 | DataType::F64 => 4,
         }
     }
+
+    /// Name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataType::Bool => "bool",
+            DataType::Bit => "bit",
+            DataType::U16 => "u16",
+            DataType::I16 => "i16",
+            DataType::U32 => "u32",
+            DataType::I32 => "i32",
+            DataType::U64 => "u64",
+            DataType::I64 => "i64",
+            DataType::F32 => "f32",
+            DataType::F64 => "f64",
+        }
+    }
 }
 
-/// Word and byte order of multi-byte values (see the module table).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// Order of the bytes of a multi-register value, `A` being the most significant byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 pub enum ByteOrder {
+    /// Big-endian words, big-endian bytes (the Modbus convention).
     #[default]
-    ABCD,
-    CDAB,
-    BADC,
-    DCBA,
+    #[serde(rename = "ABCD")]
+    Abcd,
+    /// Word-swapped (common on PLCs).
+    #[serde(rename = "CDAB")]
+    Cdab,
+    /// Byte-swapped within each word.
+    #[serde(rename = "BADC")]
+    Badc,
+    /// Fully little-endian.
+    #[serde(rename = "DCBA")]
+    Dcba,
+}
+
+impl ByteOrder {
+    /// Name as written in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ByteOrder::Abcd => "ABCD",
+            ByteOrder::Cdab => "CDAB",
+            ByteOrder::Badc => "BADC",
+            ByteOrder::Dcba => "DCBA",
+        }
+    }
 }
 
 impl ByteOrder {
     fn words_low_first(self) -> bool {
-        matches!(self, ByteOrder::CDAB | ByteOrder::DCBA)
+        matches!(self, ByteOrder::Cdab | ByteOrder::Dcba)
     }
 
     fn bytes_swapped(self) -> bool {
-        matches!(self, ByteOrder::BADC | ByteOrder::DCBA)
+        matches!(self, ByteOrder::Badc | ByteOrder::Dcba)
     }
 }
 
@@ -124,7 +179,7 @@ impl Default for Layout {
     fn default() -> Self {
         Layout {
             data_type: DataType::U16,
-            order: ByteOrder::ABCD,
+            order: ByteOrder::Abcd,
             bit: 0,
             scale: 1.0,
             offset: 0.0,
@@ -256,29 +311,29 @@ mod tests {
     #[test]
     fn the_module_table_holds() {
         let raw = 0xAABB_CCDDu64;
-        assert_eq!(disassemble(raw, 2, ByteOrder::ABCD), vec![0xAABB, 0xCCDD]);
-        assert_eq!(disassemble(raw, 2, ByteOrder::CDAB), vec![0xCCDD, 0xAABB]);
-        assert_eq!(disassemble(raw, 2, ByteOrder::BADC), vec![0xBBAA, 0xDDCC]);
-        assert_eq!(disassemble(raw, 2, ByteOrder::DCBA), vec![0xDDCC, 0xBBAA]);
+        assert_eq!(disassemble(raw, 2, ByteOrder::Abcd), vec![0xAABB, 0xCCDD]);
+        assert_eq!(disassemble(raw, 2, ByteOrder::Cdab), vec![0xCCDD, 0xAABB]);
+        assert_eq!(disassemble(raw, 2, ByteOrder::Badc), vec![0xBBAA, 0xDDCC]);
+        assert_eq!(disassemble(raw, 2, ByteOrder::Dcba), vec![0xDDCC, 0xBBAA]);
     }
 
     #[test]
     fn known_values() {
         // 1.5 as f32 is 0x3FC00000.
-        let l = layout(DataType::F32, ByteOrder::ABCD);
+        let l = layout(DataType::F32, ByteOrder::Abcd);
         assert_eq!(decode_registers(&[0x3FC0, 0x0000], &l), Ok(1.5));
-        let l = layout(DataType::F32, ByteOrder::CDAB);
+        let l = layout(DataType::F32, ByteOrder::Cdab);
         assert_eq!(decode_registers(&[0x0000, 0x3FC0], &l), Ok(1.5));
-        let l = layout(DataType::I16, ByteOrder::ABCD);
+        let l = layout(DataType::I16, ByteOrder::Abcd);
         assert_eq!(decode_registers(&[0xFFFE], &l), Ok(-2.0));
         let l = Layout {
             scale: 0.01,
-            ..layout(DataType::U16, ByteOrder::ABCD)
+            ..layout(DataType::U16, ByteOrder::Abcd)
         };
         assert_eq!(decode_registers(&[150], &l), Ok(1.5));
         let l = Layout {
             bit: 3,
-            ..layout(DataType::Bit, ByteOrder::ABCD)
+            ..layout(DataType::Bit, ByteOrder::Abcd)
         };
         assert_eq!(decode_registers(&[0b1000], &l), Ok(1.0));
         assert_eq!(decode_registers(&[0b0111], &l), Ok(0.0));
@@ -286,12 +341,12 @@ mod tests {
 
     #[test]
     fn short_buffers_and_nan_are_errors() {
-        let l = layout(DataType::F64, ByteOrder::ABCD);
+        let l = layout(DataType::F64, ByteOrder::Abcd);
         assert_eq!(
             decode_registers(&[1, 2, 3], &l),
             Err(DecodeError::Short { needed: 4, got: 3 })
         );
-        let l = layout(DataType::F32, ByteOrder::ABCD);
+        let l = layout(DataType::F32, ByteOrder::Abcd);
         assert_eq!(
             decode_registers(&[0x7FC0, 0], &l),
             Err(DecodeError::NotFinite)
@@ -303,7 +358,7 @@ mod tests {
         fn encode_then_decode_round_trips(
             v in -1.0e6f64..1.0e6,
             t in prop::sample::select(vec![DataType::I32, DataType::I64, DataType::F64, DataType::F32]),
-            o in prop::sample::select(vec![ByteOrder::ABCD, ByteOrder::CDAB, ByteOrder::BADC, ByteOrder::DCBA]),
+            o in prop::sample::select(vec![ByteOrder::Abcd, ByteOrder::Cdab, ByteOrder::Badc, ByteOrder::Dcba]),
         ) {
             let l = layout(t, o);
             let regs = encode_registers(v, &l);

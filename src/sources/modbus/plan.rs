@@ -181,7 +181,7 @@ mod tests {
             address,
             layout: Layout {
                 data_type,
-                order: ByteOrder::ABCD,
+                order: ByteOrder::Abcd,
                 ..Layout::default()
             },
         }
