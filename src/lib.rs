@@ -32,6 +32,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod gateway;
 pub mod model;
 pub mod replay;
 pub mod sources;

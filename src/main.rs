@@ -3,8 +3,8 @@
 //! `hazgate check --config FILE` validates a configuration and prints every problem,
 //! one per line, as `FILE:LINE:COL: key.path: message`; it exits 2 when anything is
 //! wrong. `hazgate replay --config FILE --input CSV` feeds recorded readings through
-//! the engine and prints every event as a JSON line. `run` and `demo` come with the
-//! runtime; they are not offered before they work.
+//! the engine and prints every event as a JSON line. `hazgate run --config FILE` runs
+//! the gateway: Modbus polling → engine → outputs, until SIGINT or SIGTERM.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -34,6 +34,12 @@ enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
+    /// Run the gateway until SIGINT or SIGTERM.
+    Run {
+        /// The TOML configuration file.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Replay recorded readings through the engine and print every event as JSON.
     ///
     /// The input is CSV, one reading per line: `ts_ms,point,value[,quality]`.
@@ -57,6 +63,13 @@ fn main() -> ExitCode {
             Err(error) => {
                 eprintln!("error: {error:#}");
                 ExitCode::from(EXIT_INVALID)
+            }
+        },
+        Command::Run { config } => match run(&config) {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
             }
         },
         Command::Replay { config, input } => match replay(&config, &input) {
@@ -83,6 +96,54 @@ fn load_or_report(path: &std::path::Path) -> anyhow::Result<Result<Config, ExitC
         }
         Err(error @ ConfigError::Read { .. }) => Err(error).context("loading the configuration"),
     }
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = match load_or_report(path)? {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HAZGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let plan = hazgate::gateway::Plan::from_config(&config);
+        tracing::info!(
+            site = %config.site.id,
+            points = config.points.len(),
+            links = plan.links.len(),
+            devices = plan.links.iter().map(|l| l.devices.len()).sum::<usize>(),
+            "hazgate starting"
+        );
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let running =
+            hazgate::gateway::start(plan, hazgate::gateway::LogOutputs::default(), shutdown, 1);
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+        running.join().await;
+        tracing::info!("stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop).
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 fn replay(config: &std::path::Path, input: &std::path::Path) -> anyhow::Result<ExitCode> {

@@ -241,8 +241,9 @@ pub struct DeviceConfig {
     /// Extra attempts after a failed request within one poll. Default: 1.
     #[serde(default = "default_retries")]
     pub retries: u32,
-    /// Consecutive failed polls after which the device is reported offline and its
-    /// points get `comm_fail`. Default: 3.
+    /// Consecutive failed polls after which the device is reported offline (one
+    /// device-offline alarm, not one per point). Its points get `comm_fail` from the
+    /// first failed poll. Default: 2, so the alarm comes within two poll cycles.
     #[serde(default = "default_offline_after_failures")]
     pub offline_after_failures: u32,
     /// Most registers merged into one read; at most 125 (the Modbus limit). Default: 125.
@@ -255,6 +256,21 @@ pub struct DeviceConfig {
     /// Default: 8.
     #[serde(default = "default_max_gap_registers")]
     pub max_gap_registers: u16,
+    /// Poll interval (ms) while any point of the device is in alarm or within
+    /// `fast_margin_pct` of its first threshold (Modbus). On a coal-mine safety device
+    /// at most 10000 (over-limit areas are polled every ≤ 10 s). Default: the poll
+    /// interval, capped at 10000.
+    #[serde(default)]
+    pub fast_poll_interval_ms: Option<u64>,
+    /// How near its first threshold a point must come, in percent of its sensor
+    /// range, for the device to poll at the fast interval (Modbus). Default: 10.
+    #[serde(default = "default_fast_margin_pct")]
+    pub fast_margin_pct: f64,
+    /// Interval (ms) between attempts to reach the device while it is offline
+    /// (Modbus), so a dead device costs its bus little. Default: 5 × the poll interval,
+    /// between 5000 and 60000.
+    #[serde(default)]
+    pub offline_retry_ms: Option<u64>,
     /// Read blocks to use as given instead of the planned ones (for devices that only
     /// answer particular block shapes). Default: none.
     #[serde(default)]
@@ -285,7 +301,10 @@ fn default_retries() -> u32 {
     1
 }
 fn default_offline_after_failures() -> u32 {
-    3
+    2
+}
+fn default_fast_margin_pct() -> f64 {
+    10.0
 }
 fn default_max_block_registers() -> u16 {
     MODBUS_MAX_REGISTERS

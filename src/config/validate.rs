@@ -236,6 +236,16 @@ fn check_devices(c: &mut Checker) {
         not_for(c, !rtu && device.parity.is_some(), "parity");
         not_for(c, !rtu && device.stop_bits.is_some(), "stop_bits");
         not_for(c, mqtt && !device.blocks.is_empty(), "blocks");
+        not_for(
+            c,
+            mqtt && device.fast_poll_interval_ms.is_some(),
+            "fast_poll_interval_ms",
+        );
+        not_for(
+            c,
+            mqtt && device.offline_retry_ms.is_some(),
+            "offline_retry_ms",
+        );
         not_for(c, !mqtt && device.broker.is_some(), "broker");
         not_for(c, !mqtt && device.topic_prefix.is_some(), "topic_prefix");
         not_for(c, !mqtt && device.client_id.is_some(), "client_id");
@@ -358,6 +368,43 @@ fn check_devices(c: &mut Checker) {
             c.positive(interval, path.key("poll_interval_ms"));
         }
         c.positive(device.timeout_ms, path.key("timeout_ms"));
+        if let Some(fast) = device.fast_poll_interval_ms {
+            c.positive(fast, path.key("fast_poll_interval_ms"));
+            let config = c.config;
+            let interval = config.device_poll_interval_ms(i);
+            if fast > interval {
+                c.report(
+                    Problem::Value,
+                    path.key("fast_poll_interval_ms"),
+                    format!("the fast interval ({fast} ms) must not be slower than the poll interval ({interval} ms)"),
+                );
+            }
+            let safety = config.site.kind == SiteKind::CoalMine
+                && config
+                    .points
+                    .iter()
+                    .any(|p| p.safety && p.device == device.id);
+            if safety && fast > 10_000 {
+                c.report(
+                    Problem::PollInterval,
+                    path.key("fast_poll_interval_ms"),
+                    format!("{fast} ms is too slow for an over-limit area of a coal-mine safety device: at most 10000 ms"),
+                );
+            }
+        }
+        if !(0.0..=100.0).contains(&device.fast_margin_pct) {
+            c.report(
+                Problem::Value,
+                path.key("fast_margin_pct"),
+                format!(
+                    "{} is not a percentage of the sensor range (0–100)",
+                    device.fast_margin_pct
+                ),
+            );
+        }
+        if let Some(retry) = device.offline_retry_ms {
+            c.positive(retry, path.key("offline_retry_ms"));
+        }
         if device.offline_after_failures == 0 {
             c.report(
                 Problem::Value,

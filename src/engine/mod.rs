@@ -369,8 +369,12 @@ impl Engine {
                 self.evaluate_grades(idx, now.0, v, out);
             }
             let p = &mut self.points[idx];
+            // A point whose source reports the link down (`comm_fail`) is not
+            // silent: its device carries the one parent alarm, so the point does not
+            // add a communication alarm of its own.
             if p.stale_after_ms > 0
                 && !p.stale
+                && p.last_quality != Some(Quality::CommFail)
                 && now.0.saturating_sub(p.seen_ts) > p.stale_after_ms
             {
                 p.stale = true;

@@ -5,6 +5,7 @@
 //! - [`plan`]: merging points into as few reads as possible, and splitting a block
 //!   that answers with an address exception (pure).
 
+pub mod build;
 pub mod decode;
 pub mod plan;
 pub mod poller;

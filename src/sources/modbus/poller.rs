@@ -86,9 +86,6 @@ impl SerialSpec {
 pub struct LinkSpec {
     pub id: String,
     pub transport: Transport,
-    pub timeout_ms: u64,
-    pub retries: u32,
-    pub offline_after_failures: u32,
     /// Reads 1 while any device of the link answers, 0 when all are offline.
     pub status_point: Option<PointId>,
     pub devices: Vec<DeviceSpec>,
@@ -99,6 +96,12 @@ pub struct LinkSpec {
 pub struct DeviceSpec {
     pub id: String,
     pub unit_id: u8,
+    /// Bound on one request (and on connecting, for the link's first device).
+    pub timeout_ms: u64,
+    /// Extra attempts after a failed request within one poll.
+    pub retries: u32,
+    /// Consecutive failed polls after which the device is offline.
+    pub offline_after_failures: u32,
     pub interval_ms: u64,
     /// Interval while a point is in its fast zone (≤ `interval_ms`).
     pub fast_interval_ms: u64,
@@ -183,7 +186,8 @@ pub enum WriteError {
 }
 
 struct WriteRequest {
-    unit_id: u8,
+    /// Index of the device on its link.
+    device: usize,
     write: Write,
     reply: oneshot::Sender<Result<(), WriteError>>,
 }
@@ -191,19 +195,19 @@ struct WriteRequest {
 /// Sends writes to the link task that owns a device. Cloneable.
 #[derive(Clone)]
 pub struct WriteHandle {
-    links: Arc<Vec<(String, u8, mpsc::Sender<WriteRequest>)>>,
+    links: Arc<Vec<(String, usize, mpsc::Sender<WriteRequest>)>>,
 }
 
 impl WriteHandle {
     /// Write to the device with this id. Writes go ahead of polls on their link.
     pub async fn write(&self, device: &str, write: Write) -> Result<(), WriteError> {
-        let Some((_, unit_id, tx)) = self.links.iter().find(|(d, _, _)| d == device) else {
+        let Some((_, index, tx)) = self.links.iter().find(|(d, _, _)| d == device) else {
             return Err(WriteError::UnknownDevice(device.to_owned()));
         };
         let (reply, rx) = oneshot::channel();
         if let Err(mpsc::error::SendError(req)) = tx
             .send(WriteRequest {
-                unit_id: *unit_id,
+                device: *index,
                 write,
                 reply,
             })
@@ -245,11 +249,12 @@ impl ModbusSource {
             let dev_stats: Vec<Arc<DeviceStats>> = link
                 .devices
                 .iter()
-                .map(|d| {
+                .enumerate()
+                .map(|(k, d)| {
                     let s = Arc::new(DeviceStats::default());
                     s.blocks.store(d.blocks.len() as u64, Ordering::Relaxed);
                     stats.push((d.id.clone(), s.clone()));
-                    writers.push((d.id.clone(), d.unit_id, wtx.clone()));
+                    writers.push((d.id.clone(), k, wtx.clone()));
                     s
                 })
                 .collect();
@@ -405,7 +410,7 @@ impl LinkTask {
         }
     }
 
-    async fn ensure_conn(&mut self) -> Result<(), String> {
+    async fn ensure_conn(&mut self, timeout_ms: u64) -> Result<(), String> {
         if self.conn.is_some() {
             return Ok(());
         }
@@ -413,7 +418,7 @@ impl LinkTask {
         if now < self.reconnect_at {
             return Err("reconnect backoff".into());
         }
-        let t = Duration::from_millis(self.spec.timeout_ms.max(1));
+        let t = Duration::from_millis(timeout_ms.max(1));
         let result = match timeout(t, connect(&self.spec.transport)).await {
             Ok(Ok(ctx)) => Ok(ctx),
             Ok(Err(e)) => Err(format!("connect: {e}")),
@@ -436,8 +441,12 @@ impl LinkTask {
     }
 
     /// One request, bounded by the timeout, with the inter-frame gap kept.
-    async fn request(&mut self, unit_id: u8, table: Table, start: u16, count: u16) -> Outcome {
-        if let Err(e) = self.ensure_conn().await {
+    async fn request(&mut self, k: usize, table: Table, start: u16, count: u16) -> Outcome {
+        let (unit_id, timeout_ms) = (
+            self.spec.devices[k].unit_id,
+            self.spec.devices[k].timeout_ms,
+        );
+        if let Err(e) = self.ensure_conn(timeout_ms).await {
             return Outcome::Transport(e);
         }
         let gap_end = self.last_request_end + self.gap;
@@ -448,7 +457,7 @@ impl LinkTask {
             return Outcome::Transport("not connected".into());
         };
         ctx.set_slave(Slave(unit_id));
-        let t = Duration::from_millis(self.spec.timeout_ms.max(1));
+        let t = Duration::from_millis(timeout_ms.max(1));
         let outcome = match table {
             Table::Coil => map_bits(timeout(t, ctx.read_coils(start, count)).await),
             Table::DiscreteInput => {
@@ -473,7 +482,7 @@ impl LinkTask {
         stats.last_jitter_us.store(jitter_us, Ordering::Relaxed);
         stats.max_jitter_us.fetch_max(jitter_us, Ordering::Relaxed);
         stats.polls.fetch_add(1, Ordering::Relaxed);
-        let unit_id = self.spec.devices[k].unit_id;
+        let retries = self.spec.devices[k].retries;
         let mut readings = Vec::new();
         let mut answered = false;
         let mut link_failed = false;
@@ -489,9 +498,7 @@ impl LinkTask {
             let outcome = loop {
                 let t0 = Instant::now();
                 stats.requests.fetch_add(1, Ordering::Relaxed);
-                let o = self
-                    .request(unit_id, block.table, block.start, block.count)
-                    .await;
+                let o = self.request(k, block.table, block.start, block.count).await;
                 let rtt = t0.elapsed().as_micros() as u64;
                 match &o {
                     Outcome::Timeout => {
@@ -503,8 +510,8 @@ impl LinkTask {
                         stats.max_rtt_us.fetch_max(rtt, Ordering::Relaxed);
                     }
                 }
-                let retry = matches!(o, Outcome::Timeout | Outcome::Transport(_))
-                    && attempt < self.spec.retries;
+                let retry =
+                    matches!(o, Outcome::Timeout | Outcome::Transport(_)) && attempt < retries;
                 if !retry {
                     break o;
                 }
@@ -603,7 +610,7 @@ impl LinkTask {
             st.failures += 1;
             stats.failed_polls.fetch_add(1, Ordering::Relaxed);
         }
-        let offline_after = self.spec.offline_after_failures.max(1);
+        let offline_after = self.spec.devices[k].offline_after_failures.max(1);
         let online = if answered {
             true
         } else if st.failures >= offline_after {
@@ -696,15 +703,19 @@ impl LinkTask {
     }
 
     async fn handle_write(&mut self, req: WriteRequest) {
-        let result = self.write(req.unit_id, req.write).await;
+        let result = self.write(req.device, req.write).await;
         let _ = req.reply.send(result);
     }
 
-    async fn write(&mut self, unit_id: u8, write: Write) -> Result<(), WriteError> {
+    async fn write(&mut self, k: usize, write: Write) -> Result<(), WriteError> {
+        let Some(dev) = self.spec.devices.get(k) else {
+            return Err(WriteError::UnknownDevice(format!("#{k}")));
+        };
+        let (unit_id, timeout_ms, retries) = (dev.unit_id, dev.timeout_ms, dev.retries);
         let mut attempt = 0;
         loop {
-            if let Err(e) = self.ensure_conn().await {
-                if attempt >= self.spec.retries {
+            if let Err(e) = self.ensure_conn(timeout_ms).await {
+                if attempt >= retries {
                     return Err(WriteError::Transport(write, e));
                 }
                 attempt += 1;
@@ -720,7 +731,7 @@ impl LinkTask {
                 return Err(WriteError::Transport(write, "not connected".into()));
             };
             ctx.set_slave(Slave(unit_id));
-            let t = Duration::from_millis(self.spec.timeout_ms.max(1));
+            let t = Duration::from_millis(timeout_ms.max(1));
             let r = match &write {
                 Write::Coil { address, value } => {
                     timeout(t, ctx.write_single_coil(*address, *value)).await
@@ -743,7 +754,7 @@ impl LinkTask {
                 Err(_) => WriteError::Timeout(write.clone()),
             };
             self.conn = None;
-            if attempt >= self.spec.retries {
+            if attempt >= retries {
                 return Err(failure);
             }
             attempt += 1;
