@@ -468,6 +468,7 @@ impl Scenario {
         let mut p = Parser {
             text,
             issues: Vec::new(),
+            spans: Vec::new(),
         };
         let (root, syntax) = DeTable::parse_recoverable(text);
         if !syntax.is_empty() {
@@ -484,11 +485,23 @@ impl Scenario {
 
         let header: Option<Header> =
             p.deserialize("", Spanned::new(root_span, DeValue::Table(root)));
-        let (signals, signal_spans) = p.array::<SignalSpec>("signals", signals_v);
-        let (devices, device_spans) = p.array::<DeviceSpec>("devices", devices_v);
+        let (signal_idx, signals) = p.array::<SignalSpec>("signals", signals_v);
+        let (device_idx, devices) = p.array::<DeviceSpec>("devices", devices_v);
+        if let Some(v) = &mqtt_v {
+            p.record_spans("mqtt", v);
+        }
         let mqtt: Option<MqttSpec> = mqtt_v.and_then(|v| p.deserialize("mqtt", v));
 
-        let scenario = header.map(|h| Scenario {
+        // Semantic checks run on whatever deserialized, so one report lists both
+        // kinds of errors.
+        let header_ok = header.is_some();
+        let h = header.unwrap_or(Header {
+            name: String::new(),
+            description: String::new(),
+            seed: 0,
+            start_s: 0.0,
+        });
+        let scenario = Scenario {
             name: h.name,
             description: h.description,
             seed: h.seed,
@@ -496,13 +509,14 @@ impl Scenario {
             signals,
             devices,
             mqtt,
-        });
-        if let Some(s) = &scenario {
-            p.check(s, &signal_spans, &device_spans);
-        }
-        match scenario {
-            Some(s) if p.issues.is_empty() => Ok(s),
-            _ => Err(ScenarioError::Invalid(p.issues)),
+        };
+        p.check(&scenario, &signal_idx, &device_idx);
+        if header_ok && p.issues.is_empty() {
+            Ok(scenario)
+        } else {
+            p.issues
+                .sort_by_key(|i| (i.line.unwrap_or(usize::MAX), i.column));
+            Err(ScenarioError::Invalid(p.issues))
         }
     }
 }
@@ -515,9 +529,43 @@ fn remove_key<'i>(table: &mut DeTable<'i>, key: &str) -> Option<Spanned<DeValue<
 struct Parser<'t> {
     text: &'t str,
     issues: Vec<ScenarioIssue>,
+    /// Key path → span of entries and their nested arrays, for semantic errors.
+    spans: Vec<(String, Range<usize>)>,
 }
 
 impl Parser<'_> {
+    /// Remember where `path` and everything inside it are.
+    fn record_spans(&mut self, path: &str, value: &Spanned<DeValue<'_>>) {
+        self.spans.push((path.to_owned(), value.span()));
+        match value.get_ref() {
+            DeValue::Table(t) => {
+                for (k, v) in t.iter() {
+                    self.record_spans(&format!("{path}.{}", k.get_ref()), v);
+                }
+            }
+            DeValue::Array(items) => {
+                for (j, item) in items.iter().enumerate() {
+                    self.record_spans(&format!("{path}[{j}]"), item);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// An issue found by the semantic checks: placed at the longest recorded path
+    /// that is a prefix of `path`.
+    fn push_at(&mut self, path: String, message: String) {
+        let span = self
+            .spans
+            .iter()
+            .filter(|(p, _)| {
+                path.starts_with(p.as_str())
+                    && matches!(path.as_bytes().get(p.len()), None | Some(b'.') | Some(b'['))
+            })
+            .max_by_key(|(p, _)| p.len())
+            .map(|(_, s)| s.clone());
+        self.push(path, span, message);
+    }
     fn line_col(&self, offset: usize) -> (usize, usize) {
         let before = &self.text[..offset.min(self.text.len())];
         let line = before.matches('\n').count() + 1;
@@ -576,20 +624,21 @@ impl Parser<'_> {
         &mut self,
         key: &str,
         value: Option<Spanned<DeValue<'_>>>,
-    ) -> (Vec<T>, Vec<Range<usize>>) {
+    ) -> (Vec<usize>, Vec<T>) {
         let mut out = Vec::new();
-        let mut spans = Vec::new();
+        let mut index = Vec::new();
         let Some(value) = value else {
-            return (out, spans);
+            return (index, out);
         };
         let span = value.span();
         match value.into_inner() {
             DeValue::Array(items) => {
                 for (i, item) in items.into_iter().enumerate() {
-                    let item_span = item.span();
-                    if let Some(v) = self.deserialize(&format!("{key}[{i}]"), item) {
+                    let path = format!("{key}[{i}]");
+                    self.record_spans(&path, &item);
+                    if let Some(v) = self.deserialize(&path, item) {
                         out.push(v);
-                        spans.push(item_span);
+                        index.push(i);
                     }
                 }
             }
@@ -602,72 +651,54 @@ impl Parser<'_> {
                 ),
             ),
         }
-        (out, spans)
+        (index, out)
     }
 
     /// Semantic checks across the whole scenario.
-    fn check(
-        &mut self,
-        s: &Scenario,
-        signal_spans: &[Range<usize>],
-        device_spans: &[Range<usize>],
-    ) {
-        // Entries that failed to deserialize were dropped; indexes below refer to
-        // the surviving entries, so paths use ids where indexes could mislead.
+    fn check(&mut self, s: &Scenario, signal_idx: &[usize], device_idx: &[usize]) {
         let mut signal_ids = HashSet::new();
         for (i, sig) in s.signals.iter().enumerate() {
-            let span = signal_spans.get(i).cloned();
-            let at = format!("signals[id={}]", sig.id);
+            let at = format!("signals[{}]", signal_idx.get(i).copied().unwrap_or(i));
             if !signal_ids.insert(sig.id.as_str()) {
-                self.push(at.clone(), span.clone(), "duplicate signal id".into());
+                self.push_at(at.clone(), "duplicate signal id".into());
             }
             if sig.keyframes.is_empty() {
-                self.push(
+                self.push_at(
                     format!("{at}.keyframes"),
-                    span.clone(),
                     "at least one keyframe is needed".into(),
                 );
             }
             if sig.keyframes.iter().flatten().any(|v| !v.is_finite()) {
-                self.push(
+                self.push_at(
                     format!("{at}.keyframes"),
-                    span.clone(),
                     "keyframes must be finite numbers".into(),
                 );
             }
             if sig.keyframes.windows(2).any(|w| w[1][0] <= w[0][0]) {
-                self.push(
+                self.push_at(
                     format!("{at}.keyframes"),
-                    span.clone(),
                     "keyframe times must be strictly increasing".into(),
                 );
             }
             if sig.looped && sig.keyframes.last().map_or(true, |k| k[0] <= 0.0) {
-                self.push(
+                self.push_at(
                     format!("{at}.loop"),
-                    span.clone(),
                     "a looping profile needs a last keyframe time > 0".into(),
                 );
             }
             if !(sig.noise_std >= 0.0 && sig.noise_std.is_finite()) {
-                self.push(
+                self.push_at(
                     format!("{at}.noise_std"),
-                    span.clone(),
                     "must be a finite number >= 0".into(),
                 );
             }
             if sig.noise_period_ms == 0 {
-                self.push(
-                    format!("{at}.noise_period_ms"),
-                    span.clone(),
-                    "must be > 0".into(),
-                );
+                self.push_at(format!("{at}.noise_period_ms"), "must be > 0".into());
             }
             if let (Some(lo), Some(hi)) = (sig.range_min, sig.range_max) {
                 if lo >= hi {
-                    self.push(
+                    self.push_at(
                         format!("{at}.range_min"),
-                        span.clone(),
                         "range_min must be below range_max".into(),
                     );
                 }
@@ -678,15 +709,13 @@ impl Parser<'_> {
         // endpoint -> (framing, port, unit ids)
         let mut endpoints: BTreeMap<&str, (Framing, u16, HashSet<u8>)> = BTreeMap::new();
         for (i, dev) in s.devices.iter().enumerate() {
-            let span = device_spans.get(i).cloned();
-            let at = format!("devices[id={}]", dev.id);
+            let at = format!("devices[{}]", device_idx.get(i).copied().unwrap_or(i));
             if !device_ids.insert(dev.id.as_str()) {
-                self.push(at.clone(), span.clone(), "duplicate device id".into());
+                self.push_at(at.clone(), "duplicate device id".into());
             }
             if dev.framing == Framing::RtuOverTcp && !(1..=247).contains(&dev.unit_id) {
-                self.push(
+                self.push_at(
                     format!("{at}.unit_id"),
-                    span.clone(),
                     "an RTU unit id must be 1..=247".into(),
                 );
             }
@@ -699,9 +728,8 @@ impl Parser<'_> {
                 }
                 Some((framing, port, units)) => {
                     if *framing != dev.framing {
-                        self.push(
+                        self.push_at(
                             format!("{at}.framing"),
-                            span.clone(),
                             format!(
                                 "endpoint `{}` mixes framings; all its devices must agree",
                                 dev.endpoint_name()
@@ -709,9 +737,8 @@ impl Parser<'_> {
                         );
                     }
                     if *port != dev.port {
-                        self.push(
+                        self.push_at(
                             format!("{at}.port"),
-                            span.clone(),
                             format!(
                                 "endpoint `{}` has port {} on another device",
                                 dev.endpoint_name(),
@@ -720,9 +747,8 @@ impl Parser<'_> {
                         );
                     }
                     if !units.insert(dev.unit_id) {
-                        self.push(
+                        self.push_at(
                             format!("{at}.unit_id"),
-                            span.clone(),
                             format!(
                                 "unit id {} is used twice on endpoint `{}`",
                                 dev.unit_id,
@@ -734,25 +760,22 @@ impl Parser<'_> {
             }
             for (k, w) in dev.offline.iter().enumerate() {
                 if w.to_s.is_some_and(|to| to <= w.from_s) {
-                    self.push(
+                    self.push_at(
                         format!("{at}.offline[{k}].to_s"),
-                        span.clone(),
                         "to_s must be after from_s".into(),
                     );
                 }
             }
             for (k, r) in dev.exceptions.iter().enumerate() {
                 if !matches!(r.code, 1..=6 | 10 | 11) {
-                    self.push(
+                    self.push_at(
                         format!("{at}.exceptions[{k}].code"),
-                        span.clone(),
                         format!("{} is not a Modbus exception code (1-6, 10, 11)", r.code),
                     );
                 }
                 if r.count == 0 || u32::from(r.start) + r.count > 65536 {
-                    self.push(
+                    self.push_at(
                         format!("{at}.exceptions[{k}].count"),
-                        span.clone(),
                         "the range must hold 1..=65536 addresses and end by 65535".into(),
                     );
                 }
@@ -763,41 +786,33 @@ impl Parser<'_> {
             for (k, pt) in dev.points.iter().enumerate() {
                 let pat = format!("{at}.points[{k}]");
                 if !point_ids.insert(pt.id.as_str()) {
-                    self.push(
-                        pat.clone(),
-                        span.clone(),
-                        format!("duplicate point id `{}`", pt.id),
-                    );
+                    self.push_at(pat.clone(), format!("duplicate point id `{}`", pt.id));
                 }
                 let t = pt.data_type();
                 if pt.table.is_bits() && t != DataType::Bool {
-                    self.push(
+                    self.push_at(
                         format!("{pat}.type"),
-                        span.clone(),
                         format!("a {} point must be bool", pt.table.name()),
                     );
                 }
                 if !(pt.scale.is_finite() && pt.scale != 0.0) {
-                    self.push(
+                    self.push_at(
                         format!("{pat}.scale"),
-                        span.clone(),
                         "must be a finite non-zero number".into(),
                     );
                 }
                 match (&pt.signal, pt.value) {
                     (Some(sig), None) => {
                         if !signal_ids.contains(sig.as_str()) {
-                            self.push(
+                            self.push_at(
                                 format!("{pat}.signal"),
-                                span.clone(),
                                 format!("unknown signal `{sig}`"),
                             );
                         }
                     }
                     (None, Some(_)) => {}
-                    _ => self.push(
+                    _ => self.push_at(
                         pat.clone(),
-                        span.clone(),
                         "give exactly one of `signal` and `value`".into(),
                     ),
                 }
@@ -807,9 +822,8 @@ impl Parser<'_> {
                     u32::from(t.register_count())
                 };
                 if u32::from(pt.address) + words > 65536 {
-                    self.push(
+                    self.push_at(
                         format!("{pat}.address"),
-                        span.clone(),
                         "the value runs past address 65535".into(),
                     );
                     continue;
@@ -817,9 +831,8 @@ impl Parser<'_> {
                 for a in 0..words {
                     let addr = pt.address + a as u16;
                     if let Some(other) = used.insert((pt.table, addr), pt.id.clone()) {
-                        self.push(
+                        self.push_at(
                             format!("{pat}.address"),
-                            span.clone(),
                             format!(
                                 "{} address {addr} is already used by `{other}`",
                                 pt.table.name()
@@ -836,9 +849,8 @@ impl Parser<'_> {
                     (Table::DiscreteInputs, r.feed_input, "feed_input"),
                 ] {
                     if let Some(other) = used.insert((table, addr), r.id.clone()) {
-                        self.push(
+                        self.push_at(
                             format!("{rat}.{key}"),
-                            span.clone(),
                             format!(
                                 "{} address {addr} is already used by `{other}`",
                                 table.name()
@@ -851,16 +863,15 @@ impl Parser<'_> {
 
         if let Some(m) = &s.mqtt {
             if m.qos > 1 {
-                self.push("mqtt.qos".into(), None, "QoS must be 0 or 1".into());
+                self.push_at("mqtt.qos".into(), "QoS must be 0 or 1".into());
             }
             if m.interval_ms == 0 {
-                self.push("mqtt.interval_ms".into(), None, "must be > 0".into());
+                self.push_at("mqtt.interval_ms".into(), "must be > 0".into());
             }
             for (k, sensor) in m.sensors.iter().enumerate() {
                 if !signal_ids.contains(sensor.signal.as_str()) {
-                    self.push(
+                    self.push_at(
                         format!("mqtt.sensors[{k}].signal"),
-                        None,
                         format!("unknown signal `{}`", sensor.signal),
                     );
                 }
