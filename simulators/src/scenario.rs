@@ -469,6 +469,7 @@ impl Scenario {
             text,
             issues: Vec::new(),
             spans: Vec::new(),
+            removed: Vec::new(),
         };
         let (root, syntax) = DeTable::parse_recoverable(text);
         if !syntax.is_empty() {
@@ -526,11 +527,48 @@ fn remove_key<'i>(table: &mut DeTable<'i>, key: &str) -> Option<Spanned<DeValue<
     table.remove(&k)
 }
 
+/// Remove the key named by the last map segment of `segments` (array indexes in
+/// between are followed). Returns false if nothing could be removed.
+fn remove_path(value: &mut Spanned<DeValue<'_>>, segments: &[String]) -> bool {
+    let Some(last_key) = segments
+        .iter()
+        .rposition(|s| !s.starts_with('[') && !s.is_empty())
+    else {
+        return false;
+    };
+    let mut cur = value;
+    for seg in &segments[..last_key] {
+        let next = match cur.get_mut() {
+            DeValue::Table(t) => t
+                .iter_mut()
+                .find(|(k, _)| k.get_ref().as_ref() == seg.as_str())
+                .map(|(_, v)| v),
+            DeValue::Array(a) => seg
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| a.get_mut(i)),
+            _ => None,
+        };
+        match next {
+            Some(n) => cur = n,
+            None => return false,
+        }
+    }
+    match cur.get_mut() {
+        DeValue::Table(t) => remove_key(t, &segments[last_key]).is_some(),
+        _ => false,
+    }
+}
+
 struct Parser<'t> {
     text: &'t str,
     issues: Vec<ScenarioIssue>,
     /// Key path → span of entries and their nested arrays, for semantic errors.
     spans: Vec<(String, Range<usize>)>,
+    /// Key paths removed after a deserialization error.
+    removed: Vec<String>,
 }
 
 impl Parser<'_> {
@@ -555,6 +593,16 @@ impl Parser<'_> {
     /// An issue found by the semantic checks: placed at the longest recorded path
     /// that is a prefix of `path`.
     fn push_at(&mut self, path: String, message: String) {
+        let is_prefix = |p: &str, of: &str| {
+            of.starts_with(p)
+                && matches!(of.as_bytes().get(p.len()), None | Some(b'.') | Some(b'['))
+        };
+        let follows_removal = self.removed.iter().any(|r| {
+            is_prefix(r, &path) || r.rsplit_once('.').is_some_and(|(parent, _)| parent == path)
+        });
+        if follows_removal {
+            return;
+        }
         let span = self
             .spans
             .iter()
@@ -596,28 +644,49 @@ impl Parser<'_> {
         self.push(path, e.span(), e.message().trim().to_owned());
     }
 
+    /// Deserialize `value`, reporting every error: after an error at a key, the key
+    /// is removed and deserialization retried, until it succeeds or an error cannot
+    /// be pinned on a key (a missing field). The value without the removed keys is
+    /// returned so the semantic checks still look at the rest of the entry; they stay
+    /// quiet about removed keys and their direct parents.
     fn deserialize<T: DeserializeOwned>(
         &mut self,
         prefix: &str,
         value: Spanned<DeValue<'_>>,
     ) -> Option<T> {
         let span = value.span();
-        let de = ValueDeserializer::from(value);
-        match serde_path_to_error::deserialize::<_, T>(de) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let inner = e.path().to_string();
-                let path = match (prefix.is_empty(), inner == ".") {
-                    (true, _) => inner,
-                    (false, true) => prefix.to_owned(),
-                    (false, false) => format!("{prefix}.{inner}"),
-                };
-                let err = e.into_inner();
-                let at = err.span().or(Some(span));
-                self.push(path, at, err.message().trim().to_owned());
-                None
+        let mut work = value;
+        for _ in 0..64 {
+            let de = ValueDeserializer::from(work.clone());
+            match serde_path_to_error::deserialize::<_, T>(de) {
+                Ok(v) => return Some(v),
+                Err(e) => {
+                    let segments: Vec<String> = e
+                        .path()
+                        .iter()
+                        .map(|seg| match seg {
+                            serde_path_to_error::Segment::Map { key } => key.clone(),
+                            serde_path_to_error::Segment::Seq { index } => format!("[{index}]"),
+                            _ => String::new(),
+                        })
+                        .collect();
+                    let inner = e.path().to_string();
+                    let path = match (prefix.is_empty(), inner == ".") {
+                        (true, _) => inner,
+                        (false, true) => prefix.to_owned(),
+                        (false, false) => format!("{prefix}.{inner}"),
+                    };
+                    let err = e.into_inner();
+                    let at = err.span().or(Some(span.clone()));
+                    self.push(path.clone(), at, err.message().trim().to_owned());
+                    if !remove_path(&mut work, &segments) {
+                        return None;
+                    }
+                    self.removed.push(path);
+                }
             }
         }
+        None
     }
 
     fn array<T: DeserializeOwned>(
