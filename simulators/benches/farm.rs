@@ -26,7 +26,9 @@ fn start_farm() -> SocketAddr {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let farm = Farm::start(&scenario, FarmOptions::default()).await.unwrap();
+            let farm = Farm::start(&scenario, FarmOptions::default())
+                .await
+                .unwrap();
             tx.send(farm.addr_of("bo").unwrap()).unwrap();
             std::future::pending::<()>().await;
         });

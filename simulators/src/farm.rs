@@ -65,6 +65,9 @@ impl Default for FarmOptions {
 /// Errors starting a farm.
 #[derive(Debug, thiserror::Error)]
 pub enum FarmError {
+    /// The scenario is not valid.
+    #[error(transparent)]
+    Scenario(#[from] crate::scenario::ScenarioError),
     /// An endpoint could not be bound.
     #[error("cannot listen for endpoint `{endpoint}` on {addr}: {source}")]
     Bind {
@@ -154,9 +157,10 @@ struct Endpoint {
 }
 
 impl Farm {
-    /// Bind every endpoint of `scenario` and start serving. Must be called inside a
-    /// tokio runtime.
+    /// Validate `scenario`, bind every endpoint and start serving. Must be called
+    /// inside a tokio runtime.
     pub async fn start(scenario: &Scenario, options: FarmOptions) -> Result<FarmHandle, FarmError> {
+        scenario.validate()?;
         let seed = options.seed.unwrap_or(scenario.seed);
         let clock = options
             .clock

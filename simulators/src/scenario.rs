@@ -463,6 +463,20 @@ impl Scenario {
         Scenario::parse(&text)
     }
 
+    /// Validate a scenario built in code (the same checks as loading a file; places
+    /// are key paths and lines of the scenario rendered as TOML).
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let text = toml::to_string(self).map_err(|e| {
+            ScenarioError::Invalid(vec![ScenarioIssue {
+                path: String::new(),
+                line: None,
+                column: None,
+                message: format!("cannot be written as TOML: {e}"),
+            }])
+        })?;
+        Scenario::parse(&text).map(|_| ())
+    }
+
     /// Parse and validate scenario text, collecting every issue.
     pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
         let mut p = Parser {
@@ -656,6 +670,7 @@ impl Parser<'_> {
     ) -> Option<T> {
         let span = value.span();
         let mut work = value;
+        let mut removed_here: Vec<String> = Vec::new();
         for _ in 0..64 {
             let de = ValueDeserializer::from(work.clone());
             match serde_path_to_error::deserialize::<_, T>(de) {
@@ -672,17 +687,27 @@ impl Parser<'_> {
                         .collect();
                     let inner = e.path().to_string();
                     let path = match (prefix.is_empty(), inner == ".") {
-                        (true, _) => inner,
+                        (true, true) => String::new(),
+                        (true, false) => inner,
                         (false, true) => prefix.to_owned(),
                         (false, false) => format!("{prefix}.{inner}"),
                     };
                     let err = e.into_inner();
+                    let message = err.message().trim().to_owned();
+                    // A required key removed after its own error is not news.
+                    if removed_here
+                        .iter()
+                        .any(|k| message.contains(&format!("missing field `{k}`")))
+                    {
+                        return None;
+                    }
                     let at = err.span().or(Some(span.clone()));
-                    self.push(path.clone(), at, err.message().trim().to_owned());
+                    self.push(path.clone(), at, message);
                     if !remove_path(&mut work, &segments) {
                         return None;
                     }
                     self.removed.push(path);
+                    removed_here.extend(segments.last().cloned());
                 }
             }
         }

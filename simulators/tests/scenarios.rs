@@ -171,3 +171,16 @@ port = 1
     find(&all, "devices[2]");
     find(&all, "devices[2].unit_id");
 }
+
+#[test]
+fn scenarios_built_in_code_are_validated() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/faults.toml");
+    let mut s = Scenario::load(&path).unwrap();
+    s.validate().unwrap();
+    s.devices[0].points[0].signal = Some("missing".into());
+    let err = s.validate().unwrap_err().to_string();
+    assert!(
+        err.contains("devices[0].points[0].signal: unknown signal `missing`"),
+        "{err}"
+    );
+}
