@@ -154,6 +154,8 @@ struct Endpoint {
     info_index: usize,
     framing: Framing,
     units: HashMap<u8, Arc<Mutex<Device>>>,
+    /// Some device has a `refuse` window: the accept loop must watch the clock.
+    watches_clock: bool,
 }
 
 impl Farm {
@@ -228,6 +230,12 @@ impl Farm {
                     .iter()
                     .map(|&i| (scenario.devices[i].unit_id, devices[i].1.clone()))
                     .collect(),
+                watches_clock: members.iter().any(|&i| {
+                    scenario.devices[i]
+                        .offline
+                        .iter()
+                        .any(|w| w.mode == OfflineMode::Refuse)
+                }),
             });
             listeners.push(listener);
         }
@@ -342,7 +350,7 @@ async fn run_endpoint(
     let addr = shared.endpoints[ep.info_index].addr;
     let mut listener = Some(listener);
     loop {
-        let refusing = endpoint_refusing(&ep, shared.clock.now_s());
+        let refusing = ep.watches_clock && endpoint_refusing(&ep, shared.clock.now_s());
         if refusing {
             listener = None;
         } else if listener.is_none() {
@@ -355,6 +363,14 @@ async fn run_endpoint(
                 None => std::future::pending().await,
             }
         };
+        // Endpoints without refuse windows sleep in accept; no idle wake-ups.
+        let tick = async {
+            if ep.watches_clock {
+                tokio::time::sleep(OFFLINE_POLL).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
             conn = accept => {
                 if let Some((stream, _)) = conn {
@@ -363,7 +379,7 @@ async fn run_endpoint(
                     tokio::spawn(serve_connection(shared.clone(), ep.clone(), stream, shutdown.clone()));
                 }
             }
-            _ = tokio::time::sleep(OFFLINE_POLL) => {}
+            _ = tick => {}
             _ = shutdown.changed() => break,
         }
     }

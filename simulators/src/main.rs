@@ -123,6 +123,14 @@ fn main() -> ExitCode {
     }
 }
 
+fn check_speed(speed: f64) -> anyhow::Result<f64> {
+    if speed.is_finite() && speed > 0.0 {
+        Ok(speed)
+    } else {
+        anyhow::bail!("--speed must be a positive number, got {speed}")
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Check { scenario } => {
@@ -143,6 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             status,
             ephemeral_ports,
         } => {
+            let speed = check_speed(speed)?;
             let s = Scenario::load(&scenario)?;
             let farm = Farm::start(
                 &s,
@@ -190,6 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             speed,
             seed,
         } => {
+            let speed = check_speed(speed)?;
             let s = Scenario::load(&scenario)?;
             let (host, port) = split_broker(&broker)
                 .ok_or_else(|| anyhow::anyhow!("--broker must be HOST:PORT, got `{broker}`"))?;

@@ -8,6 +8,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -33,6 +34,11 @@ struct Broker {
 }
 
 async fn start_broker() -> Broker {
+    start_broker_with(|_| "allow_anonymous true\n".to_owned()).await
+}
+
+/// Start mosquitto; `extra` gets the temp dir and returns more config lines.
+async fn start_broker_with(extra: impl FnOnce(&Path) -> String) -> Broker {
     let bin = find_tool("mosquitto", "mosquitto");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -41,9 +47,10 @@ async fn start_broker() -> Broker {
         .port();
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("mosquitto.conf");
+    let more = extra(dir.path());
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+        format!("listener {port} 127.0.0.1\npersistence false\n{more}"),
     )
     .unwrap();
     let log = std::fs::File::create(dir.path().join("mosquitto.log")).unwrap();
@@ -77,6 +84,15 @@ async fn start_broker() -> Broker {
 /// exits; the publisher publishes continuously, so messages sent before the
 /// subscription is in place are simply not counted.
 fn subscribe(port: u16, topic: &str, count: usize) -> (Killed, mpsc::Receiver<String>) {
+    subscribe_with(port, topic, count, &[])
+}
+
+fn subscribe_with(
+    port: u16,
+    topic: &str,
+    count: usize,
+    extra: &[&str],
+) -> (Killed, mpsc::Receiver<String>) {
     let bin = find_tool("mosquitto_sub", "mosquitto-clients");
     let mut child = Command::new(bin)
         .args([
@@ -88,6 +104,7 @@ fn subscribe(port: u16, topic: &str, count: usize) -> (Killed, mpsc::Receiver<St
             topic,
             "-v",
         ])
+        .args(extra)
         .args(["-C", &count.to_string(), "-W", "30"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -224,4 +241,129 @@ async fn unreachable_broker_is_counted_not_fatal() {
     .await;
     assert!(!handle.status().connected);
     handle.shutdown().await;
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test CA and a server certificate for 127.0.0.1, made with the openssl CLI.
+fn make_certs(dir: &Path) {
+    let openssl = find_tool("openssl", "openssl");
+    let p = |f: &str| dir.join(f);
+    run(Command::new(&openssl)
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=hazgate-sim test CA", "-keyout"])
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("ca.crt")));
+    run(Command::new(&openssl)
+        .args([
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+        ])
+        .arg(p("server.key"))
+        .arg("-out")
+        .arg(p("server.csr")));
+    std::fs::write(p("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    run(Command::new(&openssl)
+        .args(["x509", "-req", "-days", "1", "-CAcreateserial", "-in"])
+        .arg(p("server.csr"))
+        .arg("-CA")
+        .arg(p("ca.crt"))
+        .arg("-CAkey")
+        .arg(p("ca.key"))
+        .arg("-out")
+        .arg(p("server.crt"))
+        .arg("-extfile")
+        .arg(p("san.ext")));
+    let passwd = find_tool("mosquitto_passwd", "mosquitto");
+    run(Command::new(passwd)
+        .args(["-b", "-c"])
+        .arg(p("passwd"))
+        .args(["sim", "s3cret"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_ca_file_and_password() {
+    let mut certs = None;
+    let broker = start_broker_with(|dir| {
+        make_certs(dir);
+        certs = Some(dir.to_path_buf());
+        // The broker runs as the test's user, so it can read the temp dir.
+        format!(
+            "user {}\nallow_anonymous false\npassword_file {}\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            std::env::var("USER").unwrap_or_else(|_| "root".into()),
+            dir.join("passwd").display(),
+            dir.join("ca.crt").display(),
+            dir.join("server.crt").display(),
+            dir.join("server.key").display(),
+        )
+    })
+    .await;
+    let dir = certs.unwrap();
+    let ca = dir.join("ca.crt");
+    let ca_arg = ca.to_string_lossy().into_owned();
+    let (_sub, rx) = subscribe_with(
+        broker.port,
+        "mine/#",
+        3,
+        &["--cafile", &ca_arg, "-u", "sim", "-P", "s3cret"],
+    );
+    let s = load("coal-gas-leak.toml");
+    let handle = Publisher::start(
+        &s,
+        PublisherOptions {
+            port: broker.port,
+            client_id: "hazgate-sim-test-tls".into(),
+            username: Some("sim".into()),
+            password: Some("s3cret".into()),
+            ca_file: Some(ca.clone()),
+            interval_ms: Some(50),
+            ..PublisherOptions::default()
+        },
+    )
+    .unwrap();
+    let msgs = messages(&rx, "mine/", 3);
+    assert!(
+        msgs.iter().all(|(_, p)| p.contains("\"quality\":\"good\"")),
+        "{msgs:?}"
+    );
+    assert!(handle.status().connected);
+    handle.shutdown().await;
+
+    // A wrong password is refused and counted, not fatal.
+    let bad = Publisher::start(
+        &s,
+        PublisherOptions {
+            port: broker.port,
+            client_id: "hazgate-sim-test-badpw".into(),
+            username: Some("sim".into()),
+            password: Some("wrong".into()),
+            ca_file: Some(ca),
+            interval_ms: Some(50),
+            ..PublisherOptions::default()
+        },
+    )
+    .unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "refused connection counted",
+        || async { bad.status().errors >= 1 },
+    )
+    .await;
+    assert!(!bad.status().connected);
+    bad.shutdown().await;
 }
