@@ -184,3 +184,16 @@ fn scenarios_built_in_code_are_validated() {
         "{err}"
     );
 }
+
+#[test]
+fn readme_example_scenario_is_valid() {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let start = readme
+        .find("```toml\n")
+        .expect("a toml block in the README")
+        + 8;
+    let end = start + readme[start..].find("```").unwrap();
+    Scenario::parse(&readme[start..end]).unwrap_or_else(|e| panic!("README example: {e}"));
+}
