@@ -311,11 +311,11 @@ impl Device {
     fn matching_rule(&self, fc: u8, req: Option<&Request>, t: f64) -> Option<ExceptionCode> {
         self.spec.exceptions.iter().find_map(|r| {
             let time_ok =
-                t >= r.from_s.unwrap_or(f64::NEG_INFINITY) && r.to_s.map_or(true, |to| t < to);
-            let fc_ok = r.function.map_or(true, |f| f == fc);
+                t >= r.from_s.unwrap_or(f64::NEG_INFINITY) && r.to_s.is_none_or(|to| t < to);
+            let fc_ok = r.function.is_none_or(|f| f == fc);
             let range_ok = match (req.map(Request::range), r.table) {
                 (Some((table, start, qty)), rule_table) => {
-                    rule_table.map_or(true, |rt| rt == table)
+                    rule_table.is_none_or(|rt| rt == table)
                         && u32::from(start) < u32::from(r.start) + r.count
                         && u32::from(start) + u32::from(qty) > u32::from(r.start)
                 }
@@ -467,7 +467,7 @@ impl Device {
             .iter()
             .enumerate()
             .filter(|(_, r)| {
-                t >= r.from_s.unwrap_or(f64::NEG_INFINITY) && r.to_s.map_or(true, |to| t < to)
+                t >= r.from_s.unwrap_or(f64::NEG_INFINITY) && r.to_s.is_none_or(|to| t < to)
             })
             .map(|(i, _)| i)
             .collect();

@@ -399,7 +399,7 @@ pub struct SilentWindow {
 
 /// Whether `t` lies in `[from, to)`.
 pub fn in_window(t: f64, from_s: f64, to_s: Option<f64>) -> bool {
-    t >= from_s && to_s.map_or(true, |to| t < to)
+    t >= from_s && to_s.is_none_or(|to| t < to)
 }
 
 /// One problem in a scenario file, with where it is.
@@ -774,7 +774,7 @@ impl Parser<'_> {
                     "keyframe times must be strictly increasing".into(),
                 );
             }
-            if sig.looped && sig.keyframes.last().map_or(true, |k| k[0] <= 0.0) {
+            if sig.looped && sig.keyframes.last().is_none_or(|k| k[0] <= 0.0) {
                 self.push_at(
                     format!("{at}.loop"),
                     "a looping profile needs a last keyframe time > 0".into(),
