@@ -13,6 +13,9 @@
 //! - "The link failed" and "the device answered with an exception" stay apart: a
 //!   failed request gives its points readings with quality `comm_fail`; an exception
 //!   gives `device_exception(code)`. A value that cannot be decoded is `bad_data`.
+//!   Exceptions 0A and 0B (gateway path unavailable, gateway target failed to
+//!   respond) keep their code in the quality but count as a failed poll of the
+//!   device behind the gateway.
 //!   A value is never repeated or invented.
 //! - A merged block that answers exception 02 or 03 is split in halves and re-read at
 //!   once, down to single points, so one bad address never blanks its neighbours; the
@@ -559,7 +562,11 @@ impl LinkTask {
                     }
                 }
                 Outcome::Exception(code) => {
-                    answered = true;
+                    // 0A/0B come from a gateway in front of the device: the device
+                    // itself did not answer, so it counts towards offline.
+                    if !matches!(code, 0x0A | 0x0B) {
+                        answered = true;
+                    }
                     stats.exceptions.fetch_add(1, Ordering::Relaxed);
                     if matches!(code, 0x02 | 0x03) {
                         if let Some((left, right)) = block.split() {
