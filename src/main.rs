@@ -104,6 +104,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HAZGATE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
