@@ -25,8 +25,14 @@
 //!   readings into graded alarms (hysteresis, on/off delays, rate of change, stale and
 //!   sensor-fault detection), runs each alarm through its ISA-18.2 life, recomputes
 //!   hazard-source risk colours and keeps alarm-rate figures (flood, chattering).
+//! - [`store`]: the durable log (SQLite, WAL): readings on change + heartbeat, 5-minute
+//!   statistics, hash-chained alarm events and audit, sink cursors, retention.
+//! - [`sinks`]: consumers that read the log by their own cursor — the InfluxDB sink
+//!   (line protocol over `/api/v2/write` or `/write`).
 
 pub mod config;
 pub mod engine;
 pub mod model;
 pub mod replay;
+pub mod sinks;
+pub mod store;
