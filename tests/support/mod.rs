@@ -43,6 +43,22 @@ pub fn alarm_event(id: u64, point: u32, transition: Transition, ts: i64) -> Alar
     }
 }
 
+/// Store + sink options for a test against `url`.
+pub fn sink_opts(store: &Path, url: String, api: hazgate::sinks::influxdb::InfluxApi) -> hazgate::sinks::influxdb::InfluxOptions {
+    hazgate::sinks::influxdb::InfluxOptions {
+        store_path: store.to_owned(),
+        url,
+        api,
+        batch_max_lines: 500,
+        flush_interval_ms: 100,
+        poll_interval_ms: 50,
+        request_timeout_ms: 5_000,
+        retry_initial_ms: 50,
+        retry_max_ms: 1_000,
+        ..Default::default()
+    }
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -70,6 +86,21 @@ where
         assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// SIGTERM and wait up to 20 s, then SIGKILL.
+fn terminate(child: Option<Child>) {
+    let Some(mut c) = child else { return };
+    let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if let Ok(Some(_)) = c.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
 }
 
 fn binary(name: &str, package: &str) -> PathBuf {
@@ -130,12 +161,9 @@ impl VictoriaMetrics {
         wait_for(Duration::from_secs(30), "victoria-metrics /health", || http_ok(&url)).await;
     }
 
-    /// Kill it (SIGKILL): an outage.
+    /// Stop it (SIGTERM, so it flushes what it accepted): an outage.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        terminate(self.child.take());
     }
 
     /// Every sample of metrics matching `selector`: (labels, timestamps, values).
@@ -251,10 +279,7 @@ bind-address = "127.0.0.1:{rpc}"
     }
 
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        terminate(self.child.take());
     }
 
     /// Run an InfluxQL statement; returns the JSON answer.
