@@ -48,10 +48,19 @@ async fn serve(listener: tokio::net::TcpListener, seen: Arc<Mutex<Vec<Seen>>>) {
             }
         };
         let mut text = String::new();
-        flate2::read::GzDecoder::new(&body[..]).read_to_string(&mut text).unwrap();
-        seen.lock().unwrap().push(Seen { at: Instant::now(), head, body: text });
+        flate2::read::GzDecoder::new(&body[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        seen.lock().unwrap().push(Seen {
+            at: Instant::now(),
+            head,
+            body: text,
+        });
         let resp = if n < statuses.len() {
-            format!("HTTP/1.1 {}\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", statuses[n])
+            format!(
+                "HTTP/1.1 {}\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                statuses[n]
+            )
         } else {
             "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n".to_owned()
         };
@@ -70,36 +79,80 @@ async fn retry_after_is_honoured_on_503_and_429() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    let mut store = Store::open(&StoreOptions { path: path.clone(), store_every_reading: true, ..StoreOptions::default() }).unwrap();
+    let mut store = Store::open(&StoreOptions {
+        path: path.clone(),
+        store_every_reading: true,
+        ..StoreOptions::default()
+    })
+    .unwrap();
     store
-        .register_points(&[PointMeta { id: "LEVEL-1".into(), kind: "water_level".into(), unit: Some("m".into()), site: None, hazard_source: None, deadband: None }])
+        .register_points(&[PointMeta {
+            id: "LEVEL-1".into(),
+            kind: "water_level".into(),
+            unit: Some("m".into()),
+            site: None,
+            hazard_source: None,
+            deadband: None,
+        }])
         .unwrap();
-    store.write_readings(&(0..10).map(|i| reading(0, 1_000 + i, i as f64)).collect::<Vec<_>>()).unwrap();
+    store
+        .write_readings(
+            &(0..10)
+                .map(|i| reading(0, 1_000 + i, i as f64))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
 
     // Backoff alone would retry after ~10 ms; Retry-After says 1 s.
-    let mut opts = sink_opts(&path, url, InfluxApi::V2 { org: "o".into(), bucket: "b".into(), token: "abc".into() });
+    let mut opts = sink_opts(
+        &path,
+        url,
+        InfluxApi::V2 {
+            org: "o".into(),
+            bucket: "b".into(),
+            token: "abc".into(),
+        },
+    );
     opts.retry_initial_ms = 10;
     opts.retry_max_ms = 5_000;
     let (sink, task) = InfluxSink::spawn(opts).unwrap();
     let status = sink.status().clone();
-    wait_for(Duration::from_secs(20), "delivery after two refusals", || {
-        let s = status.clone();
-        async move { s.cursor_seq.load(std::sync::atomic::Ordering::Relaxed) >= 10 }
-    })
+    wait_for(
+        Duration::from_secs(20),
+        "delivery after two refusals",
+        || {
+            let s = status.clone();
+            async move { s.cursor_seq.load(std::sync::atomic::Ordering::Relaxed) >= 10 }
+        },
+    )
     .await;
     sink.shutdown().await;
     task.await.unwrap().unwrap();
 
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 3, "{seen:?}");
-    assert!(seen[1].at - seen[0].at >= Duration::from_millis(950), "503 Retry-After ignored");
-    assert!(seen[2].at - seen[1].at >= Duration::from_millis(950), "429 Retry-After ignored");
+    assert!(
+        seen[1].at - seen[0].at >= Duration::from_millis(950),
+        "503 Retry-After ignored"
+    );
+    assert!(
+        seen[2].at - seen[1].at >= Duration::from_millis(950),
+        "429 Retry-After ignored"
+    );
     for s in seen.iter() {
-        assert!(s.head.starts_with("post /api/v2/write?org=o&bucket=b&precision=ms "), "{}", s.head);
+        assert!(
+            s.head
+                .starts_with("post /api/v2/write?org=o&bucket=b&precision=ms "),
+            "{}",
+            s.head
+        );
         assert!(s.head.contains("authorization: token abc"));
         assert!(s.head.contains("content-encoding: gzip"));
         assert_eq!(s.body.lines().count(), 10);
     }
-    assert_eq!(seen[2].body.lines().next().unwrap(), "reading,kind=water_level,point=LEVEL-1,unit=m value=0,quality=\"good\" 1000");
+    assert_eq!(
+        seen[2].body.lines().next().unwrap(),
+        "reading,kind=water_level,point=LEVEL-1,unit=m value=0,quality=\"good\" 1000"
+    );
     assert_eq!(status.retries.load(std::sync::atomic::Ordering::Relaxed), 2);
 }

@@ -1,6 +1,7 @@
 //! The InfluxDB sink against a real InfluxDB 1.x (`/write`): exactly-once delivery with
 //! tags, `value` and `quality`, backfill after the server was down, and a 400 partial
 //! write (field type conflict) quarantining only the offending lines.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
@@ -20,7 +21,12 @@ async fn influx1_exactly_once_backfill_and_partial_write_quarantine() {
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");
-    let mut store = Store::open(&StoreOptions { path: path.clone(), store_every_reading: true, ..StoreOptions::default() }).unwrap();
+    let mut store = Store::open(&StoreOptions {
+        path: path.clone(),
+        store_every_reading: true,
+        ..StoreOptions::default()
+    })
+    .unwrap();
     let metas: Vec<PointMeta> = (0..5)
         .map(|i| PointMeta {
             id: format!("P{i}"),
@@ -38,7 +44,10 @@ async fn influx1_exactly_once_backfill_and_partial_write_quarantine() {
     let old = now_ms() - 30 * 86_400_000;
     let seed = reqwest::Client::new()
         .post(format!("{}/write?db=hazgate&precision=ms", influx.url()))
-        .body(format!("reading,point=seed value=\"text\" {}\n", old - 1_000))
+        .body(format!(
+            "reading,point=seed value=\"text\" {}\n",
+            old - 1_000
+        ))
         .send()
         .await
         .unwrap();
@@ -49,9 +58,19 @@ async fn influx1_exactly_once_backfill_and_partial_write_quarantine() {
     let mut batch = Vec::new();
     for k in 0..200i64 {
         for p in 0..5u32 {
-            let q = if k % 50 == 7 { Quality::CommFail } else { Quality::Good };
-            let r = Reading { quality: q, ..reading(p, t0 + k * 1_000, p as f64 * 10.0 + k as f64 * 0.5) };
-            expected.entry(format!("P{p}")).or_default().insert(r.ts.0, (r.value, q.to_string()));
+            let q = if k % 50 == 7 {
+                Quality::CommFail
+            } else {
+                Quality::Good
+            };
+            let r = Reading {
+                quality: q,
+                ..reading(p, t0 + k * 1_000, p as f64 * 10.0 + k as f64 * 0.5)
+            };
+            expected
+                .entry(format!("P{p}"))
+                .or_default()
+                .insert(r.ts.0, (r.value, q.to_string()));
             batch.push(r);
             if k == 100 && p == 0 {
                 // Three bad lines in the middle of the queue.
@@ -64,14 +83,23 @@ async fn influx1_exactly_once_backfill_and_partial_write_quarantine() {
     store.write_readings(&batch).unwrap();
 
     let reader = Reader::open(&path).unwrap();
-    let api = InfluxApi::V1 { database: "hazgate".into(), retention_policy: None, username: Some("gw".into()), password: Some("pw".into()) };
+    let api = InfluxApi::V1 {
+        database: "hazgate".into(),
+        retention_policy: None,
+        username: Some("gw".into()),
+        password: Some("pw".into()),
+    };
     let (sink, task) = InfluxSink::spawn(sink_opts(&path, influx.url(), api)).unwrap();
     let status = sink.status().clone();
     let wait_all = |status: std::sync::Arc<hazgate::sinks::influxdb::SinkStatus>, last: u64| async move {
-        wait_for(Duration::from_secs(60), "the sink to ship every row", || {
-            let s = status.clone();
-            async move { s.cursor_seq.load(Ordering::Relaxed) >= last }
-        })
+        wait_for(
+            Duration::from_secs(60),
+            "the sink to ship every row",
+            || {
+                let s = status.clone();
+                async move { s.cursor_seq.load(Ordering::Relaxed) >= last }
+            },
+        )
         .await;
     };
     wait_all(status.clone(), reader.last_reading_seq().unwrap() as u64).await;
@@ -79,15 +107,24 @@ async fn influx1_exactly_once_backfill_and_partial_write_quarantine() {
     let q = reader.quarantined("influxdb").unwrap();
     assert_eq!(q.len(), 3);
     for (_, line, err) in &q {
-        assert!(line.starts_with("reading,kind=other,point=#") || line.starts_with("reading,kind=co,point=P1"), "{line}");
+        assert!(
+            line.starts_with("reading,kind=other,point=#")
+                || line.starts_with("reading,kind=co,point=P1"),
+            "{line}"
+        );
         assert!(err.contains("field type conflict"), "{err}");
     }
 
     // Outage and backfill.
     influx.stop();
-    let more: Vec<Reading> = (200..260i64).flat_map(|k| (0..5u32).map(move |p| reading(p, t0 + k * 1_000, k as f64))).collect();
+    let more: Vec<Reading> = (200..260i64)
+        .flat_map(|k| (0..5u32).map(move |p| reading(p, t0 + k * 1_000, k as f64)))
+        .collect();
     for r in &more {
-        expected.get_mut(&format!("P{}", r.point.0)).unwrap().insert(r.ts.0, (r.value, "good".into()));
+        expected
+            .get_mut(&format!("P{}", r.point.0))
+            .unwrap()
+            .insert(r.ts.0, (r.value, "good".into()));
     }
     store.write_readings(&more).unwrap();
     let retries = status.retries.load(Ordering::Relaxed);
@@ -106,7 +143,9 @@ async fn influx1_exactly_once_backfill_and_partial_write_quarantine() {
         let ans = influx
             .query("hazgate", &format!("SELECT value, quality, kind FROM reading WHERE point = '{point}' AND time > now() - 1d"))
             .await;
-        let rows = ans["results"][0]["series"][0]["values"].as_array().unwrap_or_else(|| panic!("{point}: {ans}"));
+        let rows = ans["results"][0]["series"][0]["values"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{point}: {ans}"));
         assert_eq!(rows.len(), want.len(), "{point}: row count");
         for row in rows {
             let ts = row[0].as_i64().unwrap();

@@ -36,7 +36,13 @@ pub struct ChainBreak {
 
 impl std::fmt::Display for ChainBreak {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} row {}: {}", self.chain.as_str(), self.seq, self.reason)
+        write!(
+            f,
+            "{} row {}: {}",
+            self.chain.as_str(),
+            self.seq,
+            self.reason
+        )
     }
 }
 

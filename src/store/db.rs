@@ -206,9 +206,8 @@ impl Store {
                 "INSERT OR IGNORE INTO points(id, kind) VALUES (?1, 'other')",
                 [&id],
             )?;
-            let pid: i64 = tx.query_row("SELECT pid FROM points WHERE id = ?1", [&id], |r| {
-                r.get(0)
-            })?;
+            let pid: i64 =
+                tx.query_row("SELECT pid FROM points WHERE id = ?1", [&id], |r| r.get(0))?;
             if self.pids.len() <= i {
                 self.pids.resize(i + 1, None);
                 self.deadbands.resize(i + 1, self.opts.default_deadband);
@@ -256,8 +255,8 @@ impl Store {
                 "INSERT INTO readings(pid, ts, value, quality) VALUES (?1, ?2, ?3, ?4)",
             )?;
             let mut stat = tx.prepare_cached(STATS_UPSERT)?;
-            let heartbeat_ms = i64::try_from(self.opts.heartbeat_s.saturating_mul(1000))
-                .unwrap_or(i64::MAX);
+            let heartbeat_ms =
+                i64::try_from(self.opts.heartbeat_s.saturating_mul(1000)).unwrap_or(i64::MAX);
             for r in readings {
                 let i = r.point.0 as usize;
                 let (Some(Some(pid)), Some(state)) = (self.pids.get(i), self.states.get_mut(i))
@@ -421,9 +420,17 @@ impl Store {
             )?;
             let mut set = tx.prepare_cached("UPDATE audit SET hash = ?2 WHERE seq = ?1")?;
             for a in entries {
-                ins.execute(params![a.ts.0, a.who, a.action, a.target, a.detail, &head[..]])?;
+                ins.execute(params![
+                    a.ts.0,
+                    a.who,
+                    a.action,
+                    a.target,
+                    a.detail,
+                    &head[..]
+                ])?;
                 let seq = tx.last_insert_rowid();
-                head = chain::audit_hash(&head, seq, a.ts.0, &a.who, &a.action, &a.target, &a.detail);
+                head =
+                    chain::audit_hash(&head, seq, a.ts.0, &a.who, &a.action, &a.target, &a.detail);
                 set.execute(params![seq, &head[..]])?;
                 seqs.push(seq);
             }
@@ -493,7 +500,8 @@ impl Store {
             [cutoff(self.opts.stats_retention_days)],
         )? as u64;
         let ev_cut = cutoff(self.opts.events_retention_days);
-        rep.events_deleted = prune_chain(&self.reader, ChainName::AlarmEvents, ev_cut, shipped_events)?;
+        rep.events_deleted =
+            prune_chain(&self.reader, ChainName::AlarmEvents, ev_cut, shipped_events)?;
         rep.audit_deleted = prune_chain(&self.reader, ChainName::Audit, ev_cut, i64::MAX)?;
 
         if let Some(limit) = self.opts.disk_limit_bytes {
@@ -529,7 +537,9 @@ impl Store {
         let (deleted, _) = self.delete_oldest_readings(why)?;
         self.degraded = true;
         if deleted == 0 {
-            return Err(StoreError::Full(format!("{why}, and no readings are left to delete")));
+            return Err(StoreError::Full(format!(
+                "{why}, and no readings are left to delete"
+            )));
         }
         Ok(())
     }
@@ -539,11 +549,10 @@ impl Store {
     fn delete_oldest_readings(&mut self, why: &str) -> Result<(u64, u64), StoreError> {
         self.set_sync(true)?;
         let conn = &self.reader.conn;
-        let (count, min_seq): (i64, Option<i64>) = conn.query_row(
-            "SELECT count(*), min(seq) FROM readings",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (count, min_seq): (i64, Option<i64>) =
+            conn.query_row("SELECT count(*), min(seq) FROM readings", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         let Some(min_seq) = min_seq else {
             return Ok((0, 0));
         };
@@ -554,7 +563,9 @@ impl Store {
             |r| r.get(0),
         )?;
         let shipped: Option<i64> =
-            conn.query_row("SELECT min(readings_seq) FROM sink_cursors", [], |r| r.get(0))?;
+            conn.query_row("SELECT min(readings_seq) FROM sink_cursors", [], |r| {
+                r.get(0)
+            })?;
         let shipped = shipped.unwrap_or(i64::MAX);
         let tx = immediate(conn)?;
         let lost: i64 = tx.query_row(
@@ -580,7 +591,11 @@ impl Store {
                 "storage degraded: deleted readings no sink has shipped yet"
             );
         } else {
-            tracing::warn!(deleted, reason = why, "storage degraded: deleted oldest shipped readings");
+            tracing::warn!(
+                deleted,
+                reason = why,
+                "storage degraded: deleted oldest shipped readings"
+            );
         }
         Ok((deleted as u64, lost.max(0) as u64))
     }
@@ -592,7 +607,11 @@ const STATS_UPSERT: &str = "INSERT INTO stats_5min(pid, bucket, min, max, sum, c
      max_ts = CASE WHEN excluded.max > max THEN excluded.max_ts ELSE max_ts END, \
      max = max(max, excluded.max), sum = sum + excluded.sum, count = count + excluded.count";
 
-fn exec_stat(st: &mut rusqlite::CachedStatement<'_>, pid: i64, b: &Bucket) -> Result<(), StoreError> {
+fn exec_stat(
+    st: &mut rusqlite::CachedStatement<'_>,
+    pid: i64,
+    b: &Bucket,
+) -> Result<(), StoreError> {
     st.execute(params![
         pid,
         b.start,
@@ -607,7 +626,12 @@ fn exec_stat(st: &mut rusqlite::CachedStatement<'_>, pid: i64, b: &Bucket) -> Re
 
 /// Delete the prefix of a chain older than `cut` (and ≤ `shipped`), keeping the hash of
 /// the last deleted row as the chain's anchor.
-fn prune_chain(reader: &Reader, chain: ChainName, cut: i64, shipped: i64) -> Result<u64, StoreError> {
+fn prune_chain(
+    reader: &Reader,
+    chain: ChainName,
+    cut: i64,
+    shipped: i64,
+) -> Result<u64, StoreError> {
     let t = chain.as_str();
     let conn = &reader.conn;
     // The prefix ends just before the first row that must stay.

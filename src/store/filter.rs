@@ -164,7 +164,10 @@ mod tests {
         let mut s = PointState::default();
         assert!(s.step(&r(0, 1.0, Quality::Good), RULE).store);
         assert!(!s.step(&r(1_000, 1.05, Quality::Good), RULE).store);
-        assert!(!s.step(&r(2_000, 1.1, Quality::Good), RULE).store, "equal to the deadband is not beyond it");
+        assert!(
+            !s.step(&r(2_000, 1.1, Quality::Good), RULE).store,
+            "equal to the deadband is not beyond it"
+        );
         assert!(s.step(&r(3_000, 1.2, Quality::Good), RULE).store);
         assert!(s.step(&r(4_000, 1.2, Quality::CommFail), RULE).store);
         assert!(s.step(&r(5_000, 1.2, Quality::Good), RULE).store);
@@ -183,7 +186,10 @@ mod tests {
         s.step(&r(40, 99.0, Quality::CommFail), RULE);
         let step = s.step(&r(BUCKET_MS + 5, 7.0, Quality::Good), RULE);
         let b = step.emit.unwrap();
-        assert_eq!((b.start, b.min, b.max, b.count, b.max_ts), (0, 1.0, 3.0, 3, 20));
+        assert_eq!(
+            (b.start, b.min, b.max, b.count, b.max_ts),
+            (0, 1.0, 3.0, 3, 20)
+        );
         assert_eq!(b.average(), 2.0);
         let late = s.step(&r(50, 5.0, Quality::Good), RULE).emit.unwrap();
         assert_eq!((late.start, late.count), (0, 1));

@@ -93,9 +93,7 @@ pub mod writer;
 pub use chain::{ChainBreak, ChainName};
 pub use db::{PruneReport, ReadingsWritten, Store};
 pub use filter::BUCKET_MS;
-pub use query::{
-    PointRow, Reader, SinkCursor, Stat5Min, StoredAlarmEvent, StoredReading,
-};
+pub use query::{PointRow, Reader, SinkCursor, Stat5Min, StoredAlarmEvent, StoredReading};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use writer::{StoreStatus, StoreWriter};
 
@@ -107,7 +105,9 @@ use std::path::PathBuf;
 pub enum StoreError {
     /// The file exists but is not a hazgate store (another program's SQLite file, or
     /// not SQLite at all). It is never written to.
-    #[error("{path}: not a hazgate store ({reason}); refusing to open it (the file was not changed)")]
+    #[error(
+        "{path}: not a hazgate store ({reason}); refusing to open it (the file was not changed)"
+    )]
     Foreign { path: PathBuf, reason: String },
     /// The file is a hazgate store of a newer schema than this build knows.
     #[error("{path}: store schema version {found} is newer than this hazgate ({expected})")]

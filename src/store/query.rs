@@ -118,9 +118,9 @@ impl Reader {
 
     /// All known points.
     pub fn points(&self) -> Result<Vec<PointRow>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT pid, id, kind, unit, site, hazard_source FROM points ORDER BY pid")?;
+        let mut st = self.conn.prepare_cached(
+            "SELECT pid, id, kind, unit, site, hazard_source FROM points ORDER BY pid",
+        )?;
         let rows = st.query_map([], |r| {
             Ok(PointRow {
                 pid: r.get(0)?,
@@ -328,9 +328,7 @@ impl Reader {
     /// `PRAGMA integrity_check`: `Ok(())` when SQLite says `ok`, else the problems.
     pub fn integrity_check(&self) -> Result<(), StoreError> {
         let mut st = self.conn.prepare("PRAGMA integrity_check")?;
-        let msgs: Vec<String> = st
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let msgs: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
         if msgs.len() == 1 && msgs[0] == "ok" {
             Ok(())
         } else {

@@ -169,8 +169,7 @@ pub(super) fn open(opts: &StoreOptions) -> Result<Connection, StoreError> {
         });
     }
     if !existed {
-        let tables: i64 =
-            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if tables > 0 || app_id != 0 {
             return Err(StoreError::Foreign {
                 path: path.to_owned(),

@@ -46,8 +46,14 @@ pub struct StoreStatus {
 }
 
 enum Command {
-    Alarms(Vec<AlarmEvent>, oneshot::Sender<Result<Vec<i64>, StoreError>>),
-    Audit(Vec<AuditEntry>, oneshot::Sender<Result<Vec<i64>, StoreError>>),
+    Alarms(
+        Vec<AlarmEvent>,
+        oneshot::Sender<Result<Vec<i64>, StoreError>>,
+    ),
+    Audit(
+        Vec<AuditEntry>,
+        oneshot::Sender<Result<Vec<i64>, StoreError>>,
+    ),
     Shutdown(oneshot::Sender<Result<(), StoreError>>),
 }
 
@@ -174,15 +180,16 @@ impl Driver {
         })
         .await
         .map_err(|_| StoreError::WriterStopped)?;
-        self.status.degraded.store(store.degraded(), Ordering::Relaxed);
+        self.status
+            .degraded
+            .store(store.degraded(), Ordering::Relaxed);
         self.store = Some(store);
         Ok(r)
     }
 
     async fn run(mut self) {
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(
-            self.opts.tick_ms.max(10),
-        ));
+        let mut tick =
+            tokio::time::interval(std::time::Duration::from_millis(self.opts.tick_ms.max(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let prune_every = std::time::Duration::from_secs(self.opts.prune_interval_s.max(1));
         let mut last_prune = tokio::time::Instant::now();

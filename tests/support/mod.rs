@@ -44,7 +44,11 @@ pub fn alarm_event(id: u64, point: u32, transition: Transition, ts: i64) -> Alar
 }
 
 /// Store + sink options for a test against `url`.
-pub fn sink_opts(store: &Path, url: String, api: hazgate::sinks::influxdb::InfluxApi) -> hazgate::sinks::influxdb::InfluxOptions {
+pub fn sink_opts(
+    store: &Path,
+    url: String,
+    api: hazgate::sinks::influxdb::InfluxApi,
+) -> hazgate::sinks::influxdb::InfluxOptions {
     hazgate::sinks::influxdb::InfluxOptions {
         store_path: store.to_owned(),
         url,
@@ -83,7 +87,10 @@ where
 {
     let start = Instant::now();
     while !cond().await {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -91,7 +98,10 @@ where
 /// SIGTERM and wait up to 20 s, then SIGKILL.
 fn terminate(child: Option<Child>) {
     let Some(mut c) = child else { return };
-    let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(c.id().to_string())
+        .status();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
         if let Ok(Some(_)) = c.try_wait() {
@@ -104,7 +114,11 @@ fn terminate(child: Option<Child>) {
 }
 
 fn binary(name: &str, package: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/sbin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/bin", "/usr/sbin"])
+    {
         let p = Path::new(dir).join(name);
         if p.is_file() {
             return p;
@@ -148,7 +162,10 @@ impl VictoriaMetrics {
         let bin = binary("victoria-metrics", "victoria-metrics");
         let child = Command::new(bin)
             .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
-            .arg(format!("-storageDataPath={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "-storageDataPath={}",
+                self.dir.path().join("data").display()
+            ))
             .arg("-retentionPeriod=100y")
             .arg("-search.disableCache")
             .arg("-loggerLevel=ERROR")
@@ -158,7 +175,10 @@ impl VictoriaMetrics {
             .unwrap();
         self.child = Some(child);
         let url = format!("{}/health", self.url());
-        wait_for(Duration::from_secs(30), "victoria-metrics /health", || http_ok(&url)).await;
+        wait_for(Duration::from_secs(30), "victoria-metrics /health", || {
+            http_ok(&url)
+        })
+        .await;
     }
 
     /// Stop it (SIGTERM, so it flushes what it accepted): an outage.
@@ -183,8 +203,18 @@ impl VictoriaMetrics {
             .filter(|l| !l.trim().is_empty())
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                let ts = v["timestamps"].as_array().unwrap().iter().map(|t| t.as_i64().unwrap()).collect();
-                let vals = v["values"].as_array().unwrap().iter().map(|t| t.as_f64().unwrap_or(f64::NAN)).collect();
+                let ts = v["timestamps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_i64().unwrap())
+                    .collect();
+                let vals = v["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_f64().unwrap_or(f64::NAN))
+                    .collect();
                 (v["metric"].clone(), ts, vals)
             })
             .collect()
@@ -284,7 +314,12 @@ bind-address = "127.0.0.1:{rpc}"
 
     /// Run an InfluxQL statement; returns the JSON answer.
     pub async fn query(&self, db: &str, q: &str) -> serde_json::Value {
-        let url = format!("{}/query?db={}&epoch=ms&q={}", self.url(), urlencode(db), urlencode(q));
+        let url = format!(
+            "{}/query?db={}&epoch=ms&q={}",
+            self.url(),
+            urlencode(db),
+            urlencode(q)
+        );
         let r = reqwest::Client::new().post(url).send().await.unwrap();
         serde_json::from_str(&r.text().await.unwrap()).unwrap()
     }

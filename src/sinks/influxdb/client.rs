@@ -34,7 +34,8 @@ pub struct InfluxClient {
 
 impl InfluxClient {
     pub fn new(opts: &InfluxOptions) -> Result<InfluxClient, SinkError> {
-        let base = reqwest::Url::parse(&opts.url).map_err(|e| SinkError::Url(format!("{}: {e}", opts.url)))?;
+        let base = reqwest::Url::parse(&opts.url)
+            .map_err(|e| SinkError::Url(format!("{}: {e}", opts.url)))?;
         let (path, auth) = match &opts.api {
             InfluxApi::V2 { token, .. } => (
                 "api/v2/write",
@@ -180,16 +181,23 @@ mod tests {
     #[test]
     fn error_line_numbers() {
         assert_eq!(
-            error_lines(r#"{"code":"invalid","message":"partial write has occurred, errors encountered on line(s): line 2: no field, line 5: bad"}"#),
+            error_lines(
+                r#"{"code":"invalid","message":"partial write has occurred, errors encountered on line(s): line 2: no field, line 5: bad"}"#
+            ),
             vec![2, 5]
         );
-        assert!(error_lines(r#"{"error":"partial write: field type conflict: input field \"value\" ... dropped=1"}"#).is_empty());
+        assert!(error_lines(
+            r#"{"error":"partial write: field type conflict: input field \"value\" ... dropped=1"}"#
+        )
+        .is_empty());
     }
 
     #[test]
     fn statuses() {
         assert_eq!(classify(204, None, String::new()), WriteOutcome::Accepted);
-        assert!(matches!(classify(503, Some(Duration::from_secs(2)), String::new()), WriteOutcome::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(2)));
+        assert!(
+            matches!(classify(503, Some(Duration::from_secs(2)), String::new()), WriteOutcome::Retry { retry_after: Some(d), .. } if d == Duration::from_secs(2))
+        );
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
     }

@@ -63,7 +63,10 @@ pub fn write_string_field(s: &str, out: &mut String) {
 
 /// The series part of a line (`measurement,tag=value,…`), computed once per point.
 pub fn series_prefix(measurement: &str, tags: &[(&str, &str)]) -> String {
-    let mut tags: Vec<&(&str, &str)> = tags.iter().filter(|(k, v)| !k.is_empty() && !v.is_empty()).collect();
+    let mut tags: Vec<&(&str, &str)> = tags
+        .iter()
+        .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+        .collect();
     tags.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let mut out = String::with_capacity(64);
     escape_measurement(measurement, &mut out);
@@ -115,7 +118,10 @@ mod tests {
 
     #[test]
     fn line_layout() {
-        let p = series_prefix("reading", &[("point", "CH4 T1"), ("kind", "ch4"), ("site", "")]);
+        let p = series_prefix(
+            "reading",
+            &[("point", "CH4 T1"), ("kind", "ch4"), ("site", "")],
+        );
         assert_eq!(p, "reading,kind=ch4,point=CH4\\ T1");
         let mut out = String::new();
         write_reading(&mut out, &p, 1.0, "good", 1_700_000_000_000);

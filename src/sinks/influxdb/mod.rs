@@ -45,8 +45,8 @@ pub mod encode;
 pub use client::{InfluxClient, WriteOutcome};
 pub use config::{InfluxApi, InfluxOptions};
 
-use crate::store::{PointRow, Reader, SinkCursor, StoreError, StoredReading};
 use crate::model::Timestamp;
+use crate::store::{PointRow, Reader, SinkCursor, StoreError, StoredReading};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -273,11 +273,22 @@ impl Driver {
                 let shipped = self.status.shipped_rows.load(Ordering::Relaxed);
                 let secs = progress_at.elapsed().as_secs_f64();
                 let rate = (shipped - progress_shipped) as f64 / secs.max(1e-3);
-                let eta = if rate > 0.0 { backlog as f64 / rate } else { 0.0 };
-                self.status.rate_rows_per_s.store(rate as u64, Ordering::Relaxed);
+                let eta = if rate > 0.0 {
+                    backlog as f64 / rate
+                } else {
+                    0.0
+                };
+                self.status
+                    .rate_rows_per_s
+                    .store(rate as u64, Ordering::Relaxed);
                 self.status.eta_s.store(eta as u64, Ordering::Relaxed);
                 if backlog as usize > limit {
-                    tracing::info!(backlog_rows = backlog, rate_rows_per_s = rate as u64, eta_s = eta as u64, "catching up");
+                    tracing::info!(
+                        backlog_rows = backlog,
+                        rate_rows_per_s = rate as u64,
+                        eta_s = eta as u64,
+                        "catching up"
+                    );
                 }
                 progress_at = Instant::now();
                 progress_shipped = shipped;
@@ -442,19 +453,25 @@ impl Driver {
         Ok(true)
     }
 
-    async fn quarantine(&mut self, batch: &Batch, idx: &[usize], error: &str) -> Result<(), SinkError> {
+    async fn quarantine(
+        &mut self,
+        batch: &Batch,
+        idx: &[usize],
+        error: &str,
+    ) -> Result<(), SinkError> {
         let lines: Vec<(i64, String)> = idx
             .iter()
             .map(|&i| (batch.seqs[i], batch.line(i).trim_end().to_owned()))
             .collect();
         let n = lines.len() as u64;
-        let (name, err) = (self.opts.name.clone(), error.chars().take(1000).collect::<String>());
+        let (name, err) = (
+            self.opts.name.clone(),
+            error.chars().take(1000).collect::<String>(),
+        );
         tracing::warn!(lines = n, error = %err, "server refused lines; quarantined them");
         self.db(move |r| r.quarantine(&name, &lines, &err, wall_clock()))
             .await?;
-        self.status
-            .quarantined_rows
-            .fetch_add(n, Ordering::Relaxed);
+        self.status.quarantined_rows.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 }
