@@ -155,7 +155,7 @@ mod tests {
 
     const RULE: FilterRule = FilterRule {
         every: false,
-        deadband: 0.1,
+        deadband: 0.125,
         heartbeat_ms: 60_000,
     };
 
@@ -163,16 +163,16 @@ mod tests {
     fn deadband_heartbeat_and_quality() {
         let mut s = PointState::default();
         assert!(s.step(&r(0, 1.0, Quality::Good), RULE).store);
-        assert!(!s.step(&r(1_000, 1.05, Quality::Good), RULE).store);
+        assert!(!s.step(&r(1_000, 1.0625, Quality::Good), RULE).store);
         assert!(
-            !s.step(&r(2_000, 1.1, Quality::Good), RULE).store,
+            !s.step(&r(2_000, 1.125, Quality::Good), RULE).store,
             "equal to the deadband is not beyond it"
         );
-        assert!(s.step(&r(3_000, 1.2, Quality::Good), RULE).store);
-        assert!(s.step(&r(4_000, 1.2, Quality::CommFail), RULE).store);
-        assert!(s.step(&r(5_000, 1.2, Quality::Good), RULE).store);
-        assert!(!s.step(&r(64_999, 1.2, Quality::Good), RULE).store);
-        assert!(s.step(&r(65_000, 1.2, Quality::Good), RULE).store);
+        assert!(s.step(&r(3_000, 1.25, Quality::Good), RULE).store);
+        assert!(s.step(&r(4_000, 1.25, Quality::CommFail), RULE).store);
+        assert!(s.step(&r(5_000, 1.25, Quality::Good), RULE).store);
+        assert!(!s.step(&r(64_999, 1.25, Quality::Good), RULE).store);
+        assert!(s.step(&r(65_000, 1.25, Quality::Good), RULE).store);
         assert!(s.step(&r(66_000, f64::NAN, Quality::BadData), RULE).store);
         assert!(!s.step(&r(67_000, f64::NAN, Quality::BadData), RULE).store);
     }
