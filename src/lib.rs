@@ -25,14 +25,23 @@
 //!   readings into graded alarms (hysteresis, on/off delays, rate of change, stale and
 //!   sensor-fault detection), runs each alarm through its ISA-18.2 life, recomputes
 //!   hazard-source risk colours and keeps alarm-rate figures (flood, chattering).
-//! - [`sources`]: the edges that produce readings. [`sources::modbus`] has the pure
-//!   parts of Modbus polling so far: data types and byte orders, request planning.
+//! - [`sources`]: the edges that produce readings. [`sources::modbus`] polls PLCs,
+//!   gas detectors and serial servers: data types and byte orders, request planning
+//!   and block splitting, one task per link with timeouts, offline detection and
+//!   graded polling, and a write handle for safety actions.
+//! - [`gateway`]: sources → engine → outputs, as one running process.
 //! - [`replay`]: feed recorded readings (CSV) through the engine and print the events,
 //!   to check thresholds against real data before they go live.
+//! - [`store`]: the durable log (SQLite, WAL): readings on change + heartbeat, 5-minute
+//!   statistics, hash-chained alarm events and audit, sink cursors, retention.
+//! - [`sinks`]: consumers that read the log by their own cursor — the InfluxDB sink
+//!   (line protocol over `/api/v2/write` or `/write`).
 
 pub mod config;
 pub mod engine;
 pub mod gateway;
 pub mod model;
 pub mod replay;
+pub mod sinks;
 pub mod sources;
+pub mod store;

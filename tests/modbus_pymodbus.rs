@@ -3,13 +3,13 @@
 //! made by socat (Debian `socat`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+mod gw;
 
+use gw::{config, point, wait_for, Capture};
 use hazgate::gateway::{self, Plan};
 use hazgate::model::Quality;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{config, point, wait_for, Capture};
 use tokio::sync::watch;
 
 /// Kills the child process when dropped.
@@ -96,7 +96,7 @@ async fn check_values(device_toml: String) {
     near("i16", -300.0);
     near("u16-scaled", 12.34);
     near("u32", 70000.0);
-    near("f64", 3.14159);
+    near("f64", 6.02214);
     near("input", 42.0);
     near("coil0", 1.0);
     near("coil1", 0.0);

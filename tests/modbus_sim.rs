@@ -3,8 +3,9 @@
 //! TCP, graded polling, parent alarms, and writes to a power-cut relay.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+mod gw;
 
+use gw::{config, point, wait_for, Capture};
 use hazgate::engine::Transition;
 use hazgate::gateway::{self, Plan};
 use hazgate::model::{PointId, Quality};
@@ -15,7 +16,6 @@ use hazgate_sim::scenario::Scenario;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::{config, point, wait_for, Capture};
 use tokio::sync::watch;
 
 async fn farm(scenario: &Scenario, clock: Option<Clock>) -> FarmHandle {

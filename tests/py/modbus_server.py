@@ -8,7 +8,7 @@ Register map (0-based protocol addresses, unit 1):
   holding 4     i16  -300              0xFED4
   holding 5     u16  1234  (x0.01 = 12.34)
   holding 6-7   u32  70000      ABCD   0x0001 0x1170
-  holding 8-11  f64  3.14159    ABCD
+  holding 8-11  f64  6.02214    ABCD
   holding 12+   not mapped: exception 02
 The serial server runs 19200 8N1 (a pty takes no parity setting from pyserial).
   input   0     u16  42
@@ -39,7 +39,7 @@ def holding():
     regs += words("h", -300)
     regs += [1234]
     regs += words("I", 70000)
-    regs += words("d", 3.14159)
+    regs += words("d", 6.02214)
     assert len(regs) == 12
     return regs
 

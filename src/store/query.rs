@@ -1,0 +1,348 @@
+//! Reading the log: sink cursors, rows after a cursor, history for the API, quarantine.
+//!
+//! A [`Reader`] is its own SQLite connection. WAL mode lets readers run beside the one
+//! writer ([`super::Store`]) without blocking it; each sink opens its own.
+
+use super::{schema, StoreError, StoreOptions};
+use crate::model::{Quality, Timestamp};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::path::Path;
+
+/// One stored reading as a sink or the API sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredReading {
+    pub seq: i64,
+    /// Row of the point in `points` (see [`Reader::points`]).
+    pub pid: i64,
+    pub ts: Timestamp,
+    /// `NaN` when the source had no value.
+    pub value: f64,
+    pub quality: Quality,
+}
+
+/// One 5-minute statistics row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stat5Min {
+    pub bucket_start: Timestamp,
+    pub min: f64,
+    pub max: f64,
+    pub avg: f64,
+    pub count: u64,
+    /// Time of the maximum.
+    pub max_ts: Timestamp,
+}
+
+/// One stored alarm transition.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredAlarmEvent {
+    pub seq: i64,
+    pub alarm_id: i64,
+    pub pid: Option<i64>,
+    pub kind: String,
+    pub transition: String,
+    pub grade: Option<i64>,
+    pub ts: Timestamp,
+    /// The full `Alarm` after the transition, as JSON.
+    pub alarm_json: String,
+}
+
+/// One row of `points`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointRow {
+    pub pid: i64,
+    pub id: String,
+    pub kind: String,
+    pub unit: Option<String>,
+    pub site: Option<String>,
+    pub hazard_source: Option<String>,
+}
+
+/// How far a sink has shipped: every row with `seq` ≤ these has been accepted by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SinkCursor {
+    pub readings_seq: i64,
+    pub events_seq: i64,
+}
+
+/// A read connection to the store (also commits cursors and quarantines lines).
+pub struct Reader {
+    pub(super) conn: Connection,
+}
+
+fn reading_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64, Option<f64>, String)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAlarmEvent> {
+    Ok(StoredAlarmEvent {
+        seq: r.get(0)?,
+        alarm_id: r.get(1)?,
+        pid: r.get(2)?,
+        kind: r.get(3)?,
+        transition: r.get(4)?,
+        grade: r.get(5)?,
+        ts: Timestamp(r.get(6)?),
+        alarm_json: r.get(7)?,
+    })
+}
+
+fn to_reading(
+    (seq, pid, ts, value, quality): (i64, i64, i64, Option<f64>, String),
+) -> Result<StoredReading, StoreError> {
+    let quality = quality.parse().map_err(|reason| StoreError::BadRow {
+        table: "readings",
+        seq,
+        reason,
+    })?;
+    Ok(StoredReading {
+        seq,
+        pid,
+        ts: Timestamp(ts),
+        value: value.unwrap_or(f64::NAN),
+        quality,
+    })
+}
+
+impl Reader {
+    /// Open a reader on the store at `path` (refusing foreign files like
+    /// [`super::Store::open`]; a missing file is created empty).
+    pub fn open(path: &Path) -> Result<Reader, StoreError> {
+        let opts = StoreOptions {
+            path: path.to_owned(),
+            ..StoreOptions::default()
+        };
+        Ok(Reader {
+            conn: schema::open(&opts)?,
+        })
+    }
+
+    /// All known points.
+    pub fn points(&self) -> Result<Vec<PointRow>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT pid, id, kind, unit, site, hazard_source FROM points ORDER BY pid",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(PointRow {
+                pid: r.get(0)?,
+                id: r.get(1)?,
+                kind: r.get(2)?,
+                unit: r.get(3)?,
+                site: r.get(4)?,
+                hazard_source: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` readings with `seq > after`, in `seq` order.
+    pub fn read_readings_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredReading>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, pid, ts, value, quality FROM readings WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![after, limit as i64], reading_row)?;
+        let mut out = Vec::with_capacity(limit.min(65_536));
+        for row in rows {
+            out.push(to_reading(row?)?);
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` alarm events with `seq > after`, in `seq` order.
+    pub fn read_events_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredAlarmEvent>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, alarm_id, pid, kind, transition, grade, ts, alarm_json FROM alarm_events \
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![after, limit as i64], event_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The highest `seq` ever given to a reading (0 when none).
+    pub fn last_reading_seq(&self) -> Result<i64, StoreError> {
+        let seq: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'readings'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    /// The cursor of `sink` (zero when it never shipped anything).
+    pub fn cursor(&self, sink: &str) -> Result<SinkCursor, StoreError> {
+        let c = self
+            .conn
+            .query_row(
+                "SELECT readings_seq, events_seq FROM sink_cursors WHERE sink = ?1",
+                [sink],
+                |r| {
+                    Ok(SinkCursor {
+                        readings_seq: r.get(0)?,
+                        events_seq: r.get(1)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(c.unwrap_or_default())
+    }
+
+    /// Register `sink` (so pruning waits for it) without moving its cursor.
+    pub fn register_sink(&self, sink: &str) -> Result<SinkCursor, StoreError> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO sink_cursors(sink, readings_seq, events_seq, updated_ms) VALUES (?1, 0, 0, 0)",
+            [sink],
+        )?;
+        self.cursor(sink)
+    }
+
+    /// Persist `sink`'s cursor. Commit only after the server accepted the rows.
+    pub fn commit_cursor(
+        &self,
+        sink: &str,
+        cursor: SinkCursor,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sink_cursors(sink, readings_seq, events_seq, updated_ms) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT(sink) DO UPDATE SET readings_seq = excluded.readings_seq, \
+                 events_seq = excluded.events_seq, updated_ms = excluded.updated_ms",
+            )?
+            .execute(params![sink, cursor.readings_seq, cursor.events_seq, now.0])?;
+        Ok(())
+    }
+
+    /// Keep lines a server refused, with its error, for an operator to look at.
+    pub fn quarantine(
+        &self,
+        sink: &str,
+        lines: &[(i64, String)],
+        error: &str,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.unchecked_transaction()?;
+        {
+            let mut st = tx.prepare_cached(
+                "INSERT INTO quarantine(sink, reading_seq, line, error, ts) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (seq, line) in lines {
+                st.execute(params![sink, seq, line, error, now.0])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Quarantined lines of `sink`: (reading seq, line, error), oldest first.
+    pub fn quarantined(&self, sink: &str) -> Result<Vec<(i64, String, String)>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT reading_seq, line, error FROM quarantine WHERE sink = ?1 ORDER BY id",
+        )?;
+        let rows = st.query_map([sink], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn pid_of(&self, point_id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT pid FROM points WHERE id = ?1", [point_id], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// Raw readings of a point with `from ≤ ts < to`, oldest first, at most `limit`.
+    pub fn history_readings(
+        &self,
+        point_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<StoredReading>, StoreError> {
+        let Some(pid) = self.pid_of(point_id)? else {
+            return Ok(Vec::new());
+        };
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, pid, ts, value, quality FROM readings \
+             WHERE pid = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts, seq LIMIT ?4",
+        )?;
+        let rows = st.query_map(params![pid, from.0, to.0, limit as i64], reading_row)?;
+        rows.map(|r| to_reading(r?)).collect()
+    }
+
+    /// 5-minute statistics of a point for buckets starting in `[from, to)`.
+    pub fn history_stats(
+        &self,
+        point_id: &str,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<Stat5Min>, StoreError> {
+        let Some(pid) = self.pid_of(point_id)? else {
+            return Ok(Vec::new());
+        };
+        let mut st = self.conn.prepare_cached(
+            "SELECT bucket, min, max, sum, count, max_ts FROM stats_5min \
+             WHERE pid = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket",
+        )?;
+        let rows = st.query_map(params![pid, from.0, to.0], |r| {
+            let sum: f64 = r.get(3)?;
+            let count: i64 = r.get(4)?;
+            Ok(Stat5Min {
+                bucket_start: Timestamp(r.get(0)?),
+                min: r.get(1)?,
+                max: r.get(2)?,
+                avg: sum / count.max(1) as f64,
+                count: count.max(0) as u64,
+                max_ts: Timestamp(r.get(5)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Alarm events of one alarm, oldest first.
+    pub fn alarm_history(&self, alarm_id: i64) -> Result<Vec<StoredAlarmEvent>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, alarm_id, pid, kind, transition, grade, ts, alarm_json FROM alarm_events \
+             WHERE alarm_id = ?1 ORDER BY seq",
+        )?;
+        let rows = st.query_map([alarm_id], event_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Recompute the alarm-event and audit hash chains; the first broken row if any.
+    /// (What `hazgate verify-store` runs.)
+    pub fn verify_chain(&self) -> Result<Option<super::ChainBreak>, StoreError> {
+        super::db::verify_chain(self)
+    }
+
+    /// `PRAGMA integrity_check`: `Ok(())` when SQLite says `ok`, else the problems.
+    pub fn integrity_check(&self) -> Result<(), StoreError> {
+        let mut st = self.conn.prepare("PRAGMA integrity_check")?;
+        let msgs: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        if msgs.len() == 1 && msgs[0] == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt(msgs.join("; ")))
+        }
+    }
+
+    /// Rows counted in `storage_loss` (readings lost to the disk limit), all time.
+    pub fn readings_lost(&self) -> Result<u64, StoreError> {
+        let n: i64 = self.conn.query_row(
+            "SELECT coalesce(sum(rows), 0) FROM storage_loss WHERE what = 'readings'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+}

@@ -1,0 +1,209 @@
+//! Opening the file: refuse what is not ours, create the schema when new.
+
+use super::{StoreError, StoreOptions};
+use rusqlite::{Connection, OpenFlags};
+use std::io::Read;
+use std::path::Path;
+
+/// `PRAGMA application_id` of a hazgate store: ASCII `HZGT`.
+pub const APPLICATION_ID: i64 = 0x485A_4754;
+/// `PRAGMA user_version` of the schema this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS points (
+    pid INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    unit TEXT,
+    site TEXT,
+    hazard_source TEXT
+);
+CREATE TABLE IF NOT EXISTS readings (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    pid INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    value REAL,
+    quality TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS readings_pid_ts ON readings(pid, ts);
+CREATE TABLE IF NOT EXISTS stats_5min (
+    pid INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    min REAL NOT NULL,
+    max REAL NOT NULL,
+    sum REAL NOT NULL,
+    count INTEGER NOT NULL,
+    max_ts INTEGER NOT NULL,
+    PRIMARY KEY (pid, bucket)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alarm_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    alarm_id INTEGER NOT NULL,
+    pid INTEGER,
+    kind TEXT NOT NULL,
+    transition TEXT NOT NULL,
+    grade INTEGER,
+    ts INTEGER NOT NULL,
+    alarm_json TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alarm_events_alarm ON alarm_events(alarm_id);
+CREATE INDEX IF NOT EXISTS alarm_events_ts ON alarm_events(ts);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    prev_hash BLOB NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chain_anchor (
+    chain TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    hash BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sink_cursors (
+    sink TEXT PRIMARY KEY,
+    readings_seq INTEGER NOT NULL,
+    events_seq INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS quarantine (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink TEXT NOT NULL,
+    reading_seq INTEGER NOT NULL,
+    line TEXT NOT NULL,
+    error TEXT NOT NULL,
+    ts INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS storage_loss (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts INTEGER NOT NULL,
+    what TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+";
+
+/// Check that `path` is absent, empty, or a hazgate store, before SQLite touches it.
+/// Reading the header ourselves means a foreign file is never opened read-write.
+fn check_header(path: &Path) -> Result<bool, StoreError> {
+    let foreign = |reason: String| StoreError::Foreign {
+        path: path.to_owned(),
+        reason,
+    };
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(foreign(format!("cannot read it: {e}"))),
+    };
+    let mut header = [0u8; 100];
+    let mut got = 0;
+    while got < header.len() {
+        match file.read(&mut header[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => return Err(foreign(format!("cannot read it: {e}"))),
+        }
+    }
+    if got == 0 {
+        return Ok(false);
+    }
+    if got < 100 || &header[..16] != SQLITE_MAGIC {
+        return Err(foreign("not an SQLite database".into()));
+    }
+    // Offsets 60 and 68 of the header hold user_version and application_id (big-endian).
+    let user_version = i64::from(i32::from_be_bytes([
+        header[60], header[61], header[62], header[63],
+    ]));
+    let app_id = i64::from(i32::from_be_bytes([
+        header[68], header[69], header[70], header[71],
+    ]));
+    if app_id != APPLICATION_ID {
+        return Err(foreign(format!(
+            "application_id is {app_id:#x}, expected {APPLICATION_ID:#x}"
+        )));
+    }
+    if user_version > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            path: path.to_owned(),
+            found: user_version,
+            expected: SCHEMA_VERSION,
+        });
+    }
+    if user_version < 1 {
+        return Err(foreign(format!("user_version is {user_version}")));
+    }
+    Ok(true)
+}
+
+/// Open (or create) the store file and bring the schema up.
+pub(super) fn open(opts: &StoreOptions) -> Result<Connection, StoreError> {
+    let path = opts.path.as_path();
+    let existed = check_header(path)?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_millis(opts.busy_timeout_ms))?;
+    // The header check above ran before SQLite; re-check through SQLite too (it sees a
+    // hot journal or WAL the raw header may not reflect).
+    let app_id: i64 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if existed && (app_id != APPLICATION_ID || version < 1) {
+        return Err(StoreError::Foreign {
+            path: path.to_owned(),
+            reason: format!("application_id {app_id:#x}, user_version {version}"),
+        });
+    }
+    if !existed {
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables > 0 || app_id != 0 {
+            return Err(StoreError::Foreign {
+                path: path.to_owned(),
+                reason: "a database appeared while opening".into(),
+            });
+        }
+    }
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Sqlite(rusqlite::Error::InvalidQuery));
+    }
+    conn.execute_batch(
+        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-32000;",
+    )?;
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+    ))?;
+    // Make the new file's identity durable at once.
+    if !existed {
+        conn.execute_batch("PRAGMA wal_checkpoint(FULL);")?;
+    }
+    set_disk_limit(&conn, opts.disk_limit_bytes)?;
+    Ok(conn)
+}
+
+/// Apply a disk limit as SQLite's `max_page_count` (never below the current size).
+pub(super) fn set_disk_limit(conn: &Connection, limit: Option<u64>) -> Result<(), StoreError> {
+    let page_size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let pages = match limit {
+        Some(bytes) => (i64::try_from(bytes).unwrap_or(i64::MAX) / page_size.max(1)).max(1),
+        // SQLite's own maximum.
+        None => 4_294_967_294,
+    };
+    // SQLite clamps to the current page count when the file is already larger.
+    let _: i64 = conn.query_row(&format!("PRAGMA max_page_count={pages}"), [], |r| r.get(0))?;
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! The store's writer task: a handle ([`StoreWriter`]) and a driver that owns the
+//! [`Store`] and runs its blocking SQLite calls on tokio's blocking pool.
+//!
+//! Two bounded channels feed the driver, and it always serves the first before the
+//! second (alarms take priority over readings):
+//!
+//! - **control** (alarm events, audit rows, shutdown), capacity
+//!   [`StoreOptions::control_queue`]: when full, [`StoreWriter::commit_alarms`] waits —
+//!   an alarm is never dropped, the engine is slowed instead. The reply comes after
+//!   the fsync, so the caller reports an alarm as raised only once it is durable.
+//! - **readings** (batches), capacity [`StoreOptions::readings_queue_batches`]: when
+//!   full, [`StoreWriter::try_send_readings`] hands the batch back to the caller.
+//!
+//! Readings the store could not write (disk full, limit reached) are kept in memory,
+//! in order, and retried every tick; the store reports itself degraded meanwhile. Past
+//! [`StoreOptions::max_held_readings`] the oldest held readings are dropped — counted
+//! in [`StoreStatus::readings_lost`] and logged, never silently.
+
+use super::{AuditEntry, Store, StoreError, StoreOptions};
+use crate::engine::AlarmEvent;
+use crate::model::{Reading, Timestamp};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+
+/// Counters of the writer, readable by a metrics endpoint.
+#[derive(Debug, Default)]
+pub struct StoreStatus {
+    /// Readings handed to the store.
+    pub readings_received: AtomicU64,
+    /// Raw rows stored after the change filter.
+    pub readings_stored: AtomicU64,
+    /// Readings waiting in memory because the store could not take them (gauge).
+    pub readings_held: AtomicU64,
+    /// Held readings dropped because the hold buffer overflowed.
+    pub readings_lost: AtomicU64,
+    /// Failed store calls (any kind).
+    pub write_errors: AtomicU64,
+    /// Alarm events committed.
+    pub alarm_events: AtomicU64,
+    /// Audit rows committed.
+    pub audit_rows: AtomicU64,
+    /// The disk is full or the disk limit forced a loss; cleared on the next good write.
+    pub degraded: AtomicBool,
+}
+
+enum Command {
+    Alarms(
+        Vec<AlarmEvent>,
+        oneshot::Sender<Result<Vec<i64>, StoreError>>,
+    ),
+    Audit(
+        Vec<AuditEntry>,
+        oneshot::Sender<Result<Vec<i64>, StoreError>>,
+    ),
+    Shutdown(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// The handle to the store's writer task. Cheap to clone.
+#[derive(Clone)]
+pub struct StoreWriter {
+    control: mpsc::Sender<Command>,
+    readings: mpsc::Sender<Vec<Reading>>,
+    status: Arc<StoreStatus>,
+}
+
+impl StoreWriter {
+    /// Start the writer task for `store`. Needs a tokio runtime with a blocking pool.
+    pub fn spawn(store: Store) -> (StoreWriter, tokio::task::JoinHandle<()>) {
+        let opts = store.options().clone();
+        let (control, control_rx) = mpsc::channel(opts.control_queue.max(1));
+        let (readings, readings_rx) = mpsc::channel(opts.readings_queue_batches.max(1));
+        let status = Arc::new(StoreStatus::default());
+        let driver = Driver {
+            store: Some(store),
+            opts,
+            control: control_rx,
+            readings: readings_rx,
+            held: VecDeque::new(),
+            blocked: false,
+            status: status.clone(),
+        };
+        let span = tracing::info_span!("store_writer", path = %opts_path(&driver));
+        let task = tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
+        (
+            StoreWriter {
+                control,
+                readings,
+                status,
+            },
+            task,
+        )
+    }
+
+    /// Counters for metrics.
+    pub fn status(&self) -> &Arc<StoreStatus> {
+        &self.status
+    }
+
+    /// Commit alarm transitions; returns their `seq`s once they are fsynced.
+    pub async fn commit_alarms(&self, events: Vec<AlarmEvent>) -> Result<Vec<i64>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Command::Alarms(events, tx))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Commit audit rows; returns their `seq`s once they are fsynced.
+    pub async fn audit(&self, entries: Vec<AuditEntry>) -> Result<Vec<i64>, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Command::Audit(entries, tx))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
+    /// Queue a batch of readings without waiting. When the queue is full (or the
+    /// writer stopped) the batch is handed back.
+    pub fn try_send_readings(&self, batch: Vec<Reading>) -> Result<(), Vec<Reading>> {
+        self.readings.try_send(batch).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+        })
+    }
+
+    /// Queue a batch of readings, waiting for room. Hands the batch back when the
+    /// writer stopped.
+    pub async fn send_readings(&self, batch: Vec<Reading>) -> Result<(), Vec<Reading>> {
+        self.readings.send(batch).await.map_err(|e| e.0)
+    }
+
+    /// Write everything queued, commit open statistics buckets, checkpoint, stop.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Command::Shutdown(tx))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+struct Driver {
+    store: Option<Store>,
+    opts: StoreOptions,
+    control: mpsc::Receiver<Command>,
+    readings: mpsc::Receiver<Vec<Reading>>,
+    held: VecDeque<Reading>,
+    /// A write failed; wait for the next tick before retrying.
+    blocked: bool,
+    status: Arc<StoreStatus>,
+}
+
+fn opts_path(d: &Driver) -> String {
+    d.opts.path.display().to_string()
+}
+
+fn wall_clock() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0),
+    )
+}
+
+impl Driver {
+    /// Run a blocking store call on the blocking pool.
+    async fn call<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Store) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let mut store = self.store.take().ok_or(StoreError::WriterStopped)?;
+        let (store, r) = tokio::task::spawn_blocking(move || {
+            let r = f(&mut store);
+            (store, r)
+        })
+        .await
+        .map_err(|_| StoreError::WriterStopped)?;
+        self.status
+            .degraded
+            .store(store.degraded(), Ordering::Relaxed);
+        self.store = Some(store);
+        Ok(r)
+    }
+
+    async fn run(mut self) {
+        let mut tick =
+            tokio::time::interval(std::time::Duration::from_millis(self.opts.tick_ms.max(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let prune_every = std::time::Duration::from_secs(self.opts.prune_interval_s.max(1));
+        let mut last_prune = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                cmd = self.control.recv() => match cmd {
+                    Some(Command::Alarms(events, reply)) => {
+                        let n = events.len() as u64;
+                        let r = self.call(move |s| s.append_alarm_events(&events)).await.and_then(|r| r);
+                        self.count(&r, &self.status.alarm_events, n);
+                        let _ = reply.send(r);
+                    }
+                    Some(Command::Audit(entries, reply)) => {
+                        let n = entries.len() as u64;
+                        let r = self.call(move |s| s.append_audit(&entries)).await.and_then(|r| r);
+                        self.count(&r, &self.status.audit_rows, n);
+                        let _ = reply.send(r);
+                    }
+                    Some(Command::Shutdown(reply)) => {
+                        let r = self.shutdown().await;
+                        let _ = reply.send(r);
+                        return;
+                    }
+                    None => {
+                        if let Err(e) = self.shutdown().await {
+                            tracing::error!(error = %e, "store shutdown failed");
+                        }
+                        return;
+                    }
+                },
+                batch = self.readings.recv() => {
+                    if let Some(batch) = batch {
+                        self.take(batch);
+                        while self.held.len() < self.opts.max_batch_readings {
+                            match self.readings.try_recv() {
+                                Ok(b) => self.take(b),
+                                Err(_) => break,
+                            }
+                        }
+                        if !self.blocked {
+                            self.write_held().await;
+                        }
+                    }
+                }
+                _ = tick.tick() => {
+                    self.blocked = false;
+                    self.write_held().await;
+                    let now = wall_clock();
+                    let r = self.call(move |s| s.close_buckets(now)).await.and_then(|r| r);
+                    if let Err(e) = r {
+                        self.status.write_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "closing statistics buckets failed; will retry");
+                    }
+                    if last_prune.elapsed() >= prune_every {
+                        last_prune = tokio::time::Instant::now();
+                        match self.call(move |s| s.prune(now)).await.and_then(|r| r) {
+                            Ok(rep) if rep.readings_lost_unshipped > 0 => {
+                                self.status.readings_lost.fetch_add(rep.readings_lost_unshipped, Ordering::Relaxed);
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                self.status.write_errors.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(error = %e, "pruning failed");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn count<T>(&self, r: &Result<T, StoreError>, ok: &AtomicU64, n: u64) {
+        match r {
+            Ok(_) => {
+                ok.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.status.write_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "committing alarm/audit rows failed");
+            }
+        }
+    }
+
+    /// Accept a batch into the hold buffer, dropping (counted) the oldest past the bound.
+    fn take(&mut self, batch: Vec<Reading>) {
+        self.status
+            .readings_received
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        self.held.extend(batch);
+        let max = self.opts.max_held_readings.max(1);
+        if self.held.len() > max {
+            let excess = self.held.len() - max;
+            self.held.drain(..excess);
+            self.status
+                .readings_lost
+                .fetch_add(excess as u64, Ordering::Relaxed);
+            tracing::error!(
+                dropped = excess,
+                held = max,
+                "store cannot keep up and the hold buffer is full: dropped the oldest readings"
+            );
+        }
+        self.status
+            .readings_held
+            .store(self.held.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Write held readings in batches until none are left or a write fails.
+    async fn write_held(&mut self) {
+        while !self.held.is_empty() {
+            let n = self.held.len().min(self.opts.max_batch_readings.max(1));
+            let batch: Vec<Reading> = self.held.drain(..n).collect();
+            let res = self
+                .call(move |s| {
+                    let r = s.write_readings(&batch);
+                    (batch, r)
+                })
+                .await;
+            match res {
+                Ok((_, Ok(w))) => {
+                    self.status
+                        .readings_stored
+                        .fetch_add(w.stored as u64, Ordering::Relaxed);
+                }
+                Ok((batch, Err(e))) => {
+                    // Hand the batch back to the front of the queue, in order.
+                    for r in batch.into_iter().rev() {
+                        self.held.push_front(r);
+                    }
+                    self.status.write_errors.fetch_add(1, Ordering::Relaxed);
+                    if e.is_full() {
+                        self.status.degraded.store(true, Ordering::Relaxed);
+                    }
+                    tracing::warn!(error = %e, held = self.held.len(), "readings write failed; keeping them and retrying");
+                    self.blocked = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store writer lost its store");
+                    self.blocked = true;
+                    break;
+                }
+            }
+        }
+        self.status
+            .readings_held
+            .store(self.held.len() as u64, Ordering::Relaxed);
+    }
+
+    async fn shutdown(&mut self) -> Result<(), StoreError> {
+        self.readings.close();
+        while let Some(b) = self.readings.recv().await {
+            self.take(b);
+        }
+        self.blocked = false;
+        self.write_held().await;
+        self.call(|s| s.flush()).await??;
+        if !self.held.is_empty() {
+            let n = self.held.len();
+            self.status
+                .readings_lost
+                .fetch_add(n as u64, Ordering::Relaxed);
+            tracing::error!(lost = n, "store shut down with readings it could not write");
+        }
+        Ok(())
+    }
+}
