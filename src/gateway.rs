@@ -14,10 +14,12 @@
 //! safe point, the engine drains what they already sent, and the outputs flush.
 
 use crate::config::Config;
-use crate::engine::{Engine, EngineSpec, Event};
+use crate::engine::{AlarmEvent, Engine, EngineSpec, Event};
 use crate::model::{Reading, Timestamp};
 use crate::sources::modbus::build;
 use crate::sources::modbus::poller::{DeviceStats, LinkSpec, ModbusSource, WriteHandle};
+use crate::store::StoreWriter;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, watch};
@@ -29,34 +31,91 @@ const TICK: Duration = Duration::from_millis(250);
 const READING_QUEUE: usize = 1024;
 
 /// Where settled readings and engine events go. The gateway calls these from the
-/// engine task, in order.
-pub trait Outputs: Send {
+/// engine task, in order, and waits for each: an output that is slow slows the engine
+/// and, through the bounded queue, the sources — nothing is dropped.
+pub trait Outputs: Send + 'static {
     /// A batch of readings, with the quality the engine settled.
-    fn readings(&mut self, readings: &[Reading]);
-    /// Engine events (alarm transitions, risk changes, floods, stale points).
-    fn events(&mut self, spec: &EngineSpec, events: &[Event]);
+    fn readings(&mut self, readings: Vec<Reading>) -> impl Future<Output = ()> + Send;
+    /// Engine events (alarm transitions, risk changes, floods, stale points). Alarm
+    /// transitions must be durable when this returns.
+    fn events(&mut self, spec: &EngineSpec, events: &[Event]) -> impl Future<Output = ()> + Send;
     /// Shutdown: flush whatever is buffered.
-    fn flush(&mut self) {}
+    fn flush(&mut self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }
 
-/// Structured log lines: every alarm transition, risk change and flood at info or
-/// warn, readings at debug.
+/// Structured log lines: every alarm transition, risk change and flood at warn,
+/// readings at debug.
 #[derive(Debug, Default)]
 pub struct LogOutputs {
     pub readings: u64,
 }
 
 impl Outputs for LogOutputs {
-    fn readings(&mut self, readings: &[Reading]) {
+    async fn readings(&mut self, readings: Vec<Reading>) {
         self.readings += readings.len() as u64;
-        for r in readings {
+        for r in &readings {
             tracing::debug!(point = r.point.0, ts = r.ts.0, value = r.value, quality = %r.quality, "reading");
         }
     }
 
-    fn events(&mut self, spec: &EngineSpec, events: &[Event]) {
+    async fn events(&mut self, spec: &EngineSpec, events: &[Event]) {
         for e in events {
             log_event(spec, e);
+        }
+    }
+}
+
+/// The embedded store: readings to the durable log (on change + heartbeat), alarm
+/// transitions committed with fsync before `events` returns, then logged.
+pub struct StoreOutputs {
+    pub writer: StoreWriter,
+    /// Readings the store refused because its writer stopped (logged once).
+    pub lost: u64,
+}
+
+impl Outputs for StoreOutputs {
+    async fn readings(&mut self, readings: Vec<Reading>) {
+        if let Err(back) = self.writer.send_readings(readings).await {
+            if self.lost == 0 {
+                tracing::error!("the store writer stopped: readings can no longer be stored");
+            }
+            self.lost += back.len() as u64;
+        }
+    }
+
+    async fn events(&mut self, spec: &EngineSpec, events: &[Event]) {
+        let alarms: Vec<AlarmEvent> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Alarm(a) => Some(a.clone()),
+                _ => None,
+            })
+            .collect();
+        if !alarms.is_empty() {
+            if let Err(e) = self.writer.commit_alarms(alarms).await {
+                tracing::error!(error = %e, "alarm transitions could not be committed to the store");
+            }
+        }
+        let stale: Vec<Reading> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Stale(r) => Some(*r),
+                _ => None,
+            })
+            .collect();
+        if !stale.is_empty() {
+            self.readings(stale).await;
+        }
+        for e in events {
+            log_event(spec, e);
+        }
+    }
+
+    async fn flush(&mut self) {
+        if let Err(e) = self.writer.shutdown().await {
+            tracing::error!(error = %e, "closing the store");
         }
     }
 }
@@ -177,7 +236,6 @@ async fn engine_loop<O: Outputs>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Engine {
     let mut events = Vec::new();
-    let mut settled = Vec::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sources_open = true;
@@ -186,11 +244,15 @@ async fn engine_loop<O: Outputs>(
         tokio::select! {
             batch = rx.recv(), if sources_open => match batch {
                 Some(batch) => {
-                    settled.clear();
-                    for r in batch {
-                        settled.push(engine.on_reading(r, &mut events));
+                    let settled: Vec<Reading> =
+                        batch.into_iter().map(|r| engine.on_reading(r, &mut events)).collect();
+                    // Alarm transitions first: they are committed before the readings
+                    // that caused them are queued behind bulk data.
+                    if !events.is_empty() {
+                        outputs.events(engine.spec(), &events).await;
+                        events.clear();
                     }
-                    outputs.readings(&settled);
+                    outputs.readings(settled).await;
                 }
                 None => sources_open = false,
             },
@@ -202,13 +264,13 @@ async fn engine_loop<O: Outputs>(
             }
         }
         if !events.is_empty() {
-            outputs.events(engine.spec(), &events);
+            outputs.events(engine.spec(), &events).await;
             events.clear();
         }
         if stopping && !sources_open {
             break;
         }
     }
-    outputs.flush();
+    outputs.flush().await;
     engine
 }

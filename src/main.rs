@@ -4,7 +4,9 @@
 //! one per line, as `FILE:LINE:COL: key.path: message`; it exits 2 when anything is
 //! wrong. `hazgate replay --config FILE --input CSV` feeds recorded readings through
 //! the engine and prints every event as a JSON line. `hazgate run --config FILE` runs
-//! the gateway: Modbus polling → engine → outputs, until SIGINT or SIGTERM.
+//! the gateway: Modbus polling → engine → the embedded store (and InfluxDB when
+//! configured), until SIGINT or SIGTERM. `hazgate verify-store --config FILE` checks
+//! the store's integrity and hash chains.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -40,6 +42,13 @@ enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
+    /// Check the store named in the config: SQLite integrity and the hash chains of
+    /// alarm events and audit records. Exit 1 when anything was altered.
+    VerifyStore {
+        /// The TOML configuration file.
+        #[arg(long, short = 'c', value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Replay recorded readings through the engine and print every event as JSON.
     ///
     /// The input is CSV, one reading per line: `ts_ms,point,value[,quality]`.
@@ -66,6 +75,13 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => match run(&config) {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::VerifyStore { config } => match verify_store(&config) {
             Ok(code) => code,
             Err(error) => {
                 eprintln!("error: {error:#}");
@@ -116,24 +132,77 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         .context("starting the runtime")?;
     runtime.block_on(async {
         let plan = hazgate::gateway::Plan::from_config(&config);
+        let options = config.store_options();
+        let mut store = hazgate::store::Store::open(&options)
+            .with_context(|| format!("opening the store {}", options.path.display()))?;
+        store
+            .register_points(&config.point_meta(&plan.spec))
+            .context("registering points in the store")?;
+        let first_alarm_id = store.next_alarm_id().context("reading the last alarm id")?;
+        let (writer, writer_task) = hazgate::store::StoreWriter::spawn(store);
+        let sink = match config.influx_options() {
+            Some(opts) => Some(
+                hazgate::sinks::influxdb::InfluxSink::spawn(opts)
+                    .context("starting the InfluxDB sink")?,
+            ),
+            None => None,
+        };
         tracing::info!(
             site = %config.site.id,
             points = config.points.len(),
             links = plan.links.len(),
             devices = plan.links.iter().map(|l| l.devices.len()).sum::<usize>(),
+            store = %options.path.display(),
+            influxdb = sink.is_some(),
+            first_alarm_id,
             "hazgate starting"
         );
         let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let running =
-            hazgate::gateway::start(plan, hazgate::gateway::LogOutputs::default(), shutdown, 1);
+        let outputs = hazgate::gateway::StoreOutputs { writer, lost: 0 };
+        let running = hazgate::gateway::start(plan, outputs, shutdown, first_alarm_id);
         wait_for_signal().await?;
         tracing::info!("shutting down");
         let _ = stop.send(true);
         running.join().await;
+        let _ = writer_task.await;
+        if let Some((sink, task)) = sink {
+            sink.shutdown().await;
+            let _ = task.await;
+        }
         tracing::info!("stopped");
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Check the store's hash chain and SQLite integrity.
+fn verify_store(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = match load_or_report(path)? {
+        Ok(config) => config,
+        Err(code) => return Ok(code),
+    };
+    let db = config.store_options().path;
+    if !db.exists() {
+        anyhow::bail!("no store at {}", db.display());
+    }
+    let reader = hazgate::store::Reader::open(&db)
+        .with_context(|| format!("opening the store {}", db.display()))?;
+    reader
+        .integrity_check()
+        .with_context(|| format!("{}: SQLite integrity check failed", db.display()))?;
+    match reader.verify_chain().context("verifying the hash chain")? {
+        None => {
+            println!(
+                "{}: ok — integrity check passed, alarm and audit hash chains intact",
+                db.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(bad) => {
+            println!("{}: TAMPERED — {bad}", db.display());
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (systemd, docker stop).

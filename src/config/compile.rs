@@ -147,3 +147,59 @@ pub(crate) fn point_interval_ms(config: &Config, index: usize) -> u64 {
             })
     })
 }
+
+impl Config {
+    /// The embedded store's options from `[storage]`.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        let s = &self.storage;
+        crate::store::StoreOptions {
+            path: std::path::PathBuf::from(&s.path),
+            store_every_reading: s.mode == StorageMode::Every,
+            heartbeat_s: s.heartbeat_s,
+            readings_retention_days: s.raw_retention_days,
+            stats_retention_days: s.event_retention_days,
+            events_retention_days: s.event_retention_days,
+            ..crate::store::StoreOptions::default()
+        }
+    }
+
+    /// What the store records about each point of `spec` (configured points carry
+    /// their unit; status points appended by the sources do not have one).
+    pub fn point_meta(&self, spec: &EngineSpec) -> Vec<crate::store::PointMeta> {
+        let mut meta = crate::store::PointMeta::from_spec(spec);
+        for (m, p) in meta.iter_mut().zip(&self.points) {
+            m.unit = Some(p.unit.clone()).filter(|u| !u.is_empty());
+        }
+        for m in &mut meta {
+            m.site = Some(self.site.id.clone());
+        }
+        meta
+    }
+
+    /// The InfluxDB sink's options from `[sinks.influxdb]`, if configured.
+    pub fn influx_options(&self) -> Option<crate::sinks::influxdb::InfluxOptions> {
+        use crate::sinks::influxdb::{InfluxApi as Api, InfluxOptions};
+        let c = self.sinks.influxdb.as_ref()?;
+        let api = match c.api {
+            InfluxApi::V2 => Api::V2 {
+                org: c.org.clone().unwrap_or_default(),
+                bucket: c.bucket.clone().unwrap_or_default(),
+                token: c.token.clone().unwrap_or_default(),
+            },
+            InfluxApi::V1 => Api::V1 {
+                database: c.database.clone().unwrap_or_default(),
+                retention_policy: c.retention_policy.clone(),
+                username: c.username.clone(),
+                password: c.password.clone(),
+            },
+        };
+        Some(InfluxOptions {
+            store_path: std::path::PathBuf::from(&self.storage.path),
+            url: c.url.clone(),
+            api,
+            batch_max_lines: c.batch_size as usize,
+            flush_interval_ms: c.flush_interval_ms,
+            ..InfluxOptions::default()
+        })
+    }
+}

@@ -20,10 +20,10 @@ pub struct Captured {
 }
 
 impl Outputs for Capture {
-    fn readings(&mut self, readings: &[Reading]) {
-        self.0.lock().unwrap().readings.extend_from_slice(readings);
+    async fn readings(&mut self, readings: Vec<Reading>) {
+        self.0.lock().unwrap().readings.extend_from_slice(&readings);
     }
-    fn events(&mut self, _spec: &EngineSpec, events: &[Event]) {
+    async fn events(&mut self, _spec: &EngineSpec, events: &[Event]) {
         self.0.lock().unwrap().events.extend_from_slice(events);
     }
 }
