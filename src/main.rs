@@ -100,8 +100,9 @@ fn main() -> ExitCode {
 
 /// Load a config, or print its problems and give the exit status to use.
 fn load_or_report(path: &std::path::Path) -> anyhow::Result<Result<Config, ExitCode>> {
+    let loaded = Config::load(path);
     let file = path.display().to_string();
-    match Config::load(path) {
+    match loaded {
         Ok(config) => Ok(Ok(config)),
         Err(ConfigError::Invalid(diagnostics)) => {
             for item in &diagnostics.items {

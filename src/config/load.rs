@@ -1,5 +1,6 @@
-//! Reading a configuration: file text → `config` crate (file + environment) → one
-//! section and one array element at a time → semantic checks → diagnostics with places.
+//! Reading a configuration: file text → TOML values, with the `config` crate's
+//! environment layer (`HAZGATE__SECTION__KEY`) on top → one section and one array
+//! element at a time → semantic checks → diagnostics with places.
 
 use super::error::{ConfigError, Diagnostic, Diagnostics, KeyPath, Problem, Segment};
 use super::keys;
@@ -40,12 +41,14 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
         })
     };
 
-    let index = match SpanIndex::parse(text) {
-        Ok(index) => index,
+    // Positions are only needed to report problems, and the position index of a large
+    // file costs tens of MB, so it is built only when there is something to report.
+    let syntax = |text: &str| match SpanIndex::parse(text) {
+        Ok(index) => Ok(index),
         Err((message, location)) => {
             let mut diagnostic = Diagnostic::new(Problem::Syntax, KeyPath::root(), message);
             diagnostic.location = location;
-            return Err(invalid(vec![diagnostic]));
+            Err(vec![diagnostic])
         }
     };
 
@@ -57,26 +60,26 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
         EnvSource::Given(vars) => environment.source(Some(vars.into_iter().collect())),
     };
     let mut diagnostics = Vec::new();
-    let env_keys: Vec<(KeyPath, String)> = match environment.collect() {
-        Ok(map) => map.keys().map(|key| env_key(key)).collect(),
+    let overrides = match environment.collect() {
+        Ok(map) => map,
         Err(error) => {
             diagnostics.push(Diagnostic::new(
                 Problem::Value,
                 KeyPath::root(),
                 format!("environment overrides: {error}"),
             ));
-            Vec::new()
+            Default::default()
         }
     };
+    let env_keys: Vec<(KeyPath, String)> = overrides.keys().map(|key| env_key(key)).collect();
 
-    let built = config::Config::builder()
-        .add_source(config::File::from_str(text, config::FileFormat::Toml))
-        .add_source(environment)
-        .build()
-        .and_then(|built| built.collect());
-    let root = match built {
-        Ok(map) => to_toml(config::Value::from(map)),
+    // The file is parsed once into plain TOML values; the `config` crate's layered
+    // map of the whole file would cost several times the file's size in memory, for
+    // nothing the environment layer needs. Its environment layer is applied on top.
+    let mut root = match toml::from_str::<toml::Table>(text) {
+        Ok(table) => toml::Value::Table(table),
         Err(error) => {
+            let index = syntax(text).map_err(invalid)?;
             diagnostics.push(Diagnostic::new(
                 Problem::Syntax,
                 KeyPath::root(),
@@ -85,7 +88,11 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
             return Err(invalid(finish(diagnostics, &index, &env_keys)));
         }
     };
-    let mut root = root.unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+    for (key, value) in overrides {
+        if let Some(value) = to_toml(value) {
+            set_path(&mut root, &key, value);
+        }
+    }
 
     keys::strip_unknown(
         &keys::config_shape(),
@@ -99,6 +106,7 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
             KeyPath::root(),
             "expected a table",
         ));
+        let index = syntax(text).map_err(invalid)?;
         return Err(invalid(finish(diagnostics, &index, &env_keys)));
     };
 
@@ -160,7 +168,30 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
     if diagnostics.is_empty() {
         Ok(config)
     } else {
+        let index = syntax(text).map_err(invalid)?;
         Err(invalid(finish(diagnostics, &index, &env_keys)))
+    }
+}
+
+/// Set `a.b.c` in nested tables, creating tables on the way (an override of a key
+/// that is not a table replaces it, and validation then reports the type).
+fn set_path(root: &mut toml::Value, dotted: &str, value: toml::Value) {
+    let mut node = root;
+    let mut parts = dotted.split('.').peekable();
+    while let Some(part) = parts.next() {
+        if !node.is_table() {
+            *node = toml::Value::Table(toml::Table::new());
+        }
+        let toml::Value::Table(table) = node else {
+            return;
+        };
+        if parts.peek().is_none() {
+            table.insert(part.to_owned(), value);
+            return;
+        }
+        node = table
+            .entry(part.to_owned())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     }
 }
 

@@ -181,8 +181,10 @@ pub(super) fn open(opts: &StoreOptions) -> Result<Connection, StoreError> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Sqlite(rusqlite::Error::InvalidQuery));
     }
+    // An 8 MB page cache: enough for the write path's indexes at 100k readings/s,
+    // small enough that the whole gateway stays within its memory budget.
     conn.execute_batch(
-        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-32000;",
+        "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-8000;",
     )?;
     conn.execute_batch(&format!(
         "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
