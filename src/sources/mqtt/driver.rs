@@ -154,6 +154,8 @@ pub struct MqttStats {
     pub sessions_resumed: AtomicU64,
     /// Reconnects where the broker had lost the session.
     pub sessions_lost: AtomicU64,
+    /// SUBACKs received (one per SUBSCRIBE of at most 64 filters).
+    pub subacks: AtomicU64,
     /// Topic filters the broker refused.
     pub subscribe_refused: AtomicU64,
     pub online: AtomicBool,
@@ -444,6 +446,7 @@ impl DeviceTask {
                             }
                         }
                         Ok(Incoming::Subscribed { refused }) => {
+                            self.stats.subacks.fetch_add(1, Relaxed);
                             if refused > 0 {
                                 self.stats.subscribe_refused.fetch_add(refused as u64, Relaxed);
                                 tracing::error!(refused, filters = ?self.filters, "the broker refused subscriptions (check its ACL)");
