@@ -292,6 +292,41 @@ pub struct DeviceConfig {
     /// Default: none.
     #[serde(default)]
     pub password: Option<String>,
+    /// MQTT protocol version: `3` (3.1.1) or `5` (MQTT). Default: 3.
+    #[serde(default)]
+    pub mqtt_version: Option<u8>,
+    /// PEM file with the CA certificate(s) that signed the broker's certificate
+    /// (`mqtts://` only). Default: the system's trusted roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// PEM file with the client certificate (chain), for brokers that require one
+    /// (`mqtts://` only, together with `client_key_file`). Default: none.
+    #[serde(default)]
+    pub client_cert_file: Option<String>,
+    /// PEM file with the private key of `client_cert_file` (PKCS#8, PKCS#1 or SEC1).
+    /// Default: none.
+    #[serde(default)]
+    pub client_key_file: Option<String>,
+    /// One topic filter for all points of the device, after `topic_prefix`: one whole
+    /// level is `{point}` and names the point (its `mqtt.key`, else its id); other
+    /// levels may be `+`, and the last may be `#`. E.g. `site/+/{point}/data`. Points
+    /// with their own `mqtt.topic` keep it; the others need no `[points.mqtt]` table.
+    /// Default: none (every point names its topic).
+    #[serde(default)]
+    pub point_topic: Option<String>,
+    /// How long the broker connection may be down (ms) before the device's status
+    /// point reads 0 and its points `comm_fail` (MQTT). Default: 2 × the expected
+    /// message interval (`poll_interval_ms`).
+    #[serde(default)]
+    pub offline_after_ms: Option<u64>,
+    /// Largest payload accepted (bytes, MQTT); a larger one is counted, rejected and
+    /// its points read `bad_data`. Default: 65536.
+    #[serde(default)]
+    pub max_payload_bytes: Option<u32>,
+    /// Deepest nesting of objects and arrays accepted in a JSON payload (MQTT).
+    /// Default: 16.
+    #[serde(default)]
+    pub max_json_depth: Option<u32>,
 }
 
 fn default_timeout_ms() -> u64 {
@@ -341,7 +376,26 @@ impl DeviceConfig {
     pub fn stop_bits(&self) -> u8 {
         self.stop_bits.unwrap_or(1)
     }
+    /// MQTT protocol version (3 or 5), defaulted.
+    pub fn mqtt_version(&self) -> u8 {
+        self.mqtt_version.unwrap_or(3)
+    }
+    /// Largest MQTT payload accepted, defaulted.
+    pub fn max_payload_bytes(&self) -> u32 {
+        self.max_payload_bytes
+            .unwrap_or(DEFAULT_MQTT_MAX_PAYLOAD_BYTES)
+    }
+    /// Deepest JSON nesting accepted, defaulted.
+    pub fn max_json_depth(&self) -> u32 {
+        self.max_json_depth.unwrap_or(DEFAULT_MQTT_MAX_JSON_DEPTH)
+    }
 }
+
+/// Largest MQTT payload accepted when `max_payload_bytes` is not set: 64 KiB.
+pub const DEFAULT_MQTT_MAX_PAYLOAD_BYTES: u32 = 65_536;
+
+/// Deepest JSON nesting accepted when `max_json_depth` is not set.
+pub const DEFAULT_MQTT_MAX_JSON_DEPTH: u32 = 16;
 
 pub use crate::sources::modbus::decode::{ByteOrder, DataType, Table as RegisterTable};
 
@@ -449,17 +503,29 @@ fn default_scale() -> f64 {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MqttBinding {
-    /// Topic after the device's `topic_prefix`; no wildcards. Required.
-    pub topic: String,
-    /// Dotted path of the value in a JSON payload, e.g. `value` or `data.v`.
-    /// Default: `value`.
+    /// Topic after the device's `topic_prefix`; no wildcards. Several points may read
+    /// one topic (different `value_path`s). Required unless the device has a
+    /// `point_topic`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// The point's name in the `{point}` level of its device's `point_topic`, when it
+    /// differs from the point id; not with `topic`. Default: the point id.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Dotted path of the value in a JSON object payload, e.g. `value` or `data.v`
+    /// (a number, `true`/`false` as 1/0, or a text holding a number). A payload that
+    /// is a bare number (or `true`/`false`) is the value itself. Default: `value`.
     #[serde(default = "default_value_path")]
     pub value_path: String,
-    /// Dotted path of the timestamp (ms since the epoch); absent means "time of
-    /// arrival". Default: none.
+    /// Dotted path of the device's timestamp: a number (ms since the epoch when
+    /// ≥ 10^11, else seconds, fractions allowed) or an RFC 3339 text
+    /// (`2024-05-01T08:00:00.250+08:00`). When the path is not set, or the field is
+    /// absent from a message, the reading takes the time of arrival. Default: none.
     #[serde(default)]
     pub ts_path: Option<String>,
-    /// Dotted path of a quality flag (good when `true`, `0` or `"good"`). Default: none.
+    /// Dotted path of a quality flag: good when `true`, `0`, `"good"` or `"ok"`
+    /// (any case) or absent; any other value makes the reading `source_bad`.
+    /// Default: none.
     #[serde(default)]
     pub quality_path: Option<String>,
 }

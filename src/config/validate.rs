@@ -251,6 +251,34 @@ fn check_devices(c: &mut Checker) {
         not_for(c, !mqtt && device.client_id.is_some(), "client_id");
         not_for(c, !mqtt && device.username.is_some(), "username");
         not_for(c, !mqtt && device.password.is_some(), "password");
+        not_for(c, !mqtt && device.mqtt_version.is_some(), "mqtt_version");
+        not_for(c, !mqtt && device.ca_file.is_some(), "ca_file");
+        not_for(
+            c,
+            !mqtt && device.client_cert_file.is_some(),
+            "client_cert_file",
+        );
+        not_for(
+            c,
+            !mqtt && device.client_key_file.is_some(),
+            "client_key_file",
+        );
+        not_for(c, !mqtt && device.point_topic.is_some(), "point_topic");
+        not_for(
+            c,
+            !mqtt && device.offline_after_ms.is_some(),
+            "offline_after_ms",
+        );
+        not_for(
+            c,
+            !mqtt && device.max_payload_bytes.is_some(),
+            "max_payload_bytes",
+        );
+        not_for(
+            c,
+            !mqtt && device.max_json_depth.is_some(),
+            "max_json_depth",
+        );
 
         if tcp {
             match &device.host {
@@ -305,6 +333,7 @@ fn check_devices(c: &mut Checker) {
                     }
                 }
             }
+            check_mqtt_device(c, device, &path);
         } else {
             if device.unit_id() > 247 {
                 c.report(
@@ -473,7 +502,7 @@ fn check_point(c: &mut Checker, i: usize) {
                     device.protocol.as_str()
                 ),
             ),
-            (false, _, None) => c.report(
+            (false, _, None) if device.point_topic.is_none() => c.report(
                 Problem::Binding,
                 path.key("mqtt"),
                 format!(
@@ -545,7 +574,10 @@ fn check_point(c: &mut Checker, i: usize) {
         check_modbus_binding(c, binding, &path.key("modbus"));
     }
     if let Some(binding) = &point.mqtt {
-        check_mqtt_binding(c, binding, &path.key("mqtt"));
+        let point_topic = device_index
+            .and_then(|d| config.devices[d].point_topic.as_ref())
+            .is_some();
+        check_mqtt_binding(c, binding, point_topic, &path.key("mqtt"));
     }
     check_thresholds(c, point, &path, range_ok);
     if let Some(rate) = &point.rate {
@@ -572,6 +604,107 @@ fn check_point(c: &mut Checker, i: usize) {
             }
         }
         c.positive(rate.window_ms, rate_path.key("window_ms"));
+    }
+}
+
+/// The MQTT-only device keys: version, TLS files, `point_topic` and limits; and the
+/// point keys under a `point_topic`, which must be unique.
+fn check_mqtt_device(c: &mut Checker, device: &DeviceConfig, path: &KeyPath) {
+    if !matches!(device.mqtt_version(), 3 | 5) {
+        c.report(
+            Problem::Value,
+            path.key("mqtt_version"),
+            format!(
+                "MQTT version {} is not supported: expected 3 (3.1.1) or 5",
+                device.mqtt_version()
+            ),
+        );
+    }
+    let tls = device
+        .broker
+        .as_deref()
+        .is_some_and(|b| b.to_ascii_lowercase().starts_with("mqtts://"));
+    for (key, value) in [
+        ("ca_file", &device.ca_file),
+        ("client_cert_file", &device.client_cert_file),
+        ("client_key_file", &device.client_key_file),
+    ] {
+        if let Some(file) = value {
+            c.non_empty(file, path.key(key));
+            if !tls {
+                c.report(
+                    Problem::Value,
+                    path.key(key),
+                    format!("`{key}` needs TLS: write the broker as `mqtts://host:port`"),
+                );
+            }
+        }
+    }
+    match (&device.client_cert_file, &device.client_key_file) {
+        (Some(_), None) => c.report(
+            Problem::Missing,
+            path.key("client_key_file"),
+            "`client_cert_file` needs `client_key_file`",
+        ),
+        (None, Some(_)) => c.report(
+            Problem::Missing,
+            path.key("client_cert_file"),
+            "`client_key_file` needs `client_cert_file`",
+        ),
+        _ => {}
+    }
+    if let Some(filter) = &device.point_topic {
+        if let Err(message) = crate::sources::mqtt::topic::check_point_topic(filter) {
+            c.report(Problem::Value, path.key("point_topic"), message);
+        }
+        // Keys must be unique among the device's wildcard points.
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, point) in c.config.points.iter().enumerate() {
+            let binding = point.mqtt.as_ref();
+            if point.device != device.id || binding.is_some_and(|b| b.topic.is_some()) {
+                continue;
+            }
+            let key = binding
+                .and_then(|b| b.key.as_deref())
+                .unwrap_or(point.id.as_str());
+            if binding.and_then(|b| b.key.as_ref()).is_none() && point.id.contains(['/', '+', '#'])
+            {
+                c.report(
+                    Problem::Binding,
+                    c.origins.point(i).key("id"),
+                    format!(
+                        "point id `{}` cannot be one level of device `{}`'s `point_topic`: give the point an `mqtt.key`",
+                        point.id, device.id
+                    ),
+                );
+            }
+            if let Some(first) = seen.insert(key, i) {
+                let first = c.origins.point(first);
+                c.report(
+                    Problem::Duplicate,
+                    c.origins.point(i).key("mqtt").key("key"),
+                    format!(
+                        "`{key}` already names point {first} in device `{}`'s `point_topic`",
+                        device.id
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(ms) = device.offline_after_ms {
+        c.positive(ms, path.key("offline_after_ms"));
+    }
+    if let Some(bytes) = device.max_payload_bytes {
+        c.positive(u64::from(bytes), path.key("max_payload_bytes"));
+    }
+    if let Some(depth) = device.max_json_depth {
+        if !(1..=128).contains(&depth) {
+            c.report(
+                Problem::Value,
+                path.key("max_json_depth"),
+                format!("{depth} is outside 1..=128 (the JSON parser's own limit is 128)"),
+            );
+        }
     }
 }
 
@@ -637,18 +770,52 @@ fn check_modbus_binding(c: &mut Checker, binding: &ModbusBinding, path: &KeyPath
     c.finite(binding.offset, path.key("offset"));
 }
 
-fn check_mqtt_binding(c: &mut Checker, binding: &MqttBinding, path: &KeyPath) {
-    if binding.topic.trim().is_empty() {
-        c.report(Problem::Value, path.key("topic"), "must not be empty");
-    } else if binding.topic.contains(['+', '#']) {
-        c.report(
+fn check_mqtt_binding(
+    c: &mut Checker,
+    binding: &MqttBinding,
+    device_point_topic: bool,
+    path: &KeyPath,
+) {
+    match &binding.topic {
+        None if !device_point_topic => c.report(
+            Problem::Missing,
+            path.key("topic"),
+            "needs `topic`, or a `point_topic` on its device",
+        ),
+        None => {}
+        Some(topic) if topic.trim().is_empty() => {
+            c.report(Problem::Value, path.key("topic"), "must not be empty")
+        }
+        Some(topic) if topic.contains(['+', '#']) => c.report(
             Problem::Value,
             path.key("topic"),
-            format!(
-                "topic `{}` contains a wildcard: a point reads one topic",
-                binding.topic
-            ),
-        );
+            format!("topic `{topic}` contains a wildcard: a point reads one topic"),
+        ),
+        Some(_) => {}
+    }
+    if let Some(key) = &binding.key {
+        if binding.topic.is_some() {
+            c.report(
+                Problem::Binding,
+                path.key("key"),
+                "`key` names the point in its device's `point_topic`; a point with its own `topic` has none",
+            );
+        } else if !device_point_topic {
+            c.report(
+                Problem::Binding,
+                path.key("key"),
+                "`key` needs a `point_topic` on the point's device",
+            );
+        }
+        if key.is_empty() || key.contains(['/', '+', '#']) {
+            c.report(
+                Problem::Value,
+                path.key("key"),
+                format!(
+                    "`{key}` is not one topic level: it must be non-empty, without `/`, `+` or `#`"
+                ),
+            );
+        }
     }
     let paths = [
         ("value_path", Some(&binding.value_path)),

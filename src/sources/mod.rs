@@ -2,3 +2,4 @@
 //! connections, scheduling, retries and decoding; they know nothing about alarms.
 
 pub mod modbus;
+pub mod mqtt;
