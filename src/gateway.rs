@@ -1,7 +1,8 @@
 //! The running gateway: sources → engine → outputs.
 //!
 //! ```text
-//!  Modbus links (one task each) ──► mpsc (bounded, backpressure) ──► engine task
+//!  Modbus links, MQTT devices
+//!  (one task each)            ──► mpsc (bounded, backpressure) ──► engine task
 //!                                                                     │ readings, events
 //!                                                                     ▼
 //!                                                                  outputs
@@ -18,6 +19,7 @@ use crate::engine::{AlarmEvent, Engine, EngineSpec, Event};
 use crate::model::{Reading, Timestamp};
 use crate::sources::modbus::build;
 use crate::sources::modbus::poller::{DeviceStats, LinkSpec, ModbusSource, WriteHandle};
+use crate::sources::mqtt::{self, MqttDeviceSpec, MqttSource, MqttStats};
 use crate::store::StoreWriter;
 use std::future::Future;
 use std::sync::Arc;
@@ -184,28 +186,33 @@ pub fn now() -> Timestamp {
 pub struct Plan {
     pub spec: EngineSpec,
     pub links: Vec<LinkSpec>,
+    pub mqtt: Vec<MqttDeviceSpec>,
 }
 
 impl Plan {
     pub fn from_config(config: &Config) -> Plan {
         let mut spec = config.engine_spec();
         let links = build::links(config, &mut spec);
-        Plan { spec, links }
+        let mqtt = mqtt::subscriptions(config, &mut spec);
+        Plan { spec, links, mqtt }
     }
 }
 
 /// A running gateway.
 pub struct Running {
     pub device_stats: Vec<(String, Arc<DeviceStats>)>,
+    pub mqtt_stats: Vec<(String, Arc<MqttStats>)>,
     pub writer: WriteHandle,
     engine_task: tokio::task::JoinHandle<Engine>,
     modbus: ModbusSource,
+    mqtt: MqttSource,
 }
 
 impl Running {
     /// Wait until shutdown completed; returns the engine in its final state.
     pub async fn join(self) -> Option<Engine> {
         self.modbus.join().await;
+        self.mqtt.join().await;
         self.engine_task.await.ok()
     }
 }
@@ -218,14 +225,17 @@ pub fn start<O: Outputs + 'static>(
     first_alarm_id: u64,
 ) -> Running {
     let (tx, rx) = mpsc::channel(READING_QUEUE);
-    let modbus = ModbusSource::start(plan.links, tx, shutdown.clone());
+    let modbus = ModbusSource::start(plan.links, tx.clone(), shutdown.clone());
+    let mqtt = MqttSource::start(plan.mqtt, tx, shutdown.clone());
     let engine = Engine::new(plan.spec, now(), first_alarm_id);
     let engine_task = tokio::spawn(engine_loop(engine, rx, outputs, shutdown));
     Running {
         device_stats: modbus.stats.clone(),
+        mqtt_stats: mqtt.stats.clone(),
         writer: modbus.writer.clone(),
         engine_task,
         modbus,
+        mqtt,
     }
 }
 

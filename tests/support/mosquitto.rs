@@ -78,7 +78,8 @@ impl Mosquitto {
         self.dir.path()
     }
 
-    async fn run(&mut self) {
+    /// Start (or restart after `stop`) the broker on the same port and data.
+    pub async fn run(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
