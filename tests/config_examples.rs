@@ -25,9 +25,22 @@ fn assert_spec_invariants(spec: &EngineSpec) {
                 .filter(|g| g.direction == direction)
                 .collect();
             for pair in grades.windows(2) {
+                // Triggers never go backwards; equal only when the later grade is
+                // more severe (a cut, or a higher colour).
+                let more_severe = pair[1].power_cut || pair[1].colour > pair[0].colour;
                 match direction {
-                    Direction::High => assert!(pair[0].trigger < pair[1].trigger, "{}", point.id),
-                    Direction::Low => assert!(pair[0].trigger > pair[1].trigger, "{}", point.id),
+                    Direction::High => assert!(
+                        pair[0].trigger < pair[1].trigger
+                            || (pair[0].trigger == pair[1].trigger && more_severe),
+                        "{}",
+                        point.id
+                    ),
+                    Direction::Low => assert!(
+                        pair[0].trigger > pair[1].trigger
+                            || (pair[0].trigger == pair[1].trigger && more_severe),
+                        "{}",
+                        point.id
+                    ),
                 }
                 assert!(pair[0].colour <= pair[1].colour, "{}", point.id);
             }
@@ -195,4 +208,49 @@ fn programmatic_validation_agrees_with_loading() {
         problems[0].path.to_string(),
         "points[0].thresholds[1].on_delay_ms"
     );
+}
+
+#[test]
+fn simulated_coal_mine_matches_the_gas_leak_scenario() {
+    let config = load("sim-coal-mine.toml");
+    let spec = config.engine_spec();
+    assert_spec_invariants(&spec);
+    // Every register the config reads is one the scenario serves.
+    let scenario = hazgate_sim::scenario::Scenario::load(std::path::Path::new(
+        "simulators/scenarios/coal-gas-leak.toml",
+    ))
+    .unwrap();
+    let device = scenario
+        .devices
+        .iter()
+        .find(|d| d.id == "kj-substation-1")
+        .unwrap();
+    assert_eq!(device.port, 1502);
+    for p in &config.points {
+        let b = p.modbus.as_ref().unwrap();
+        let served = match b.table {
+            hazgate::config::RegisterTable::DiscreteInput => {
+                device.relays.iter().any(|r| r.feed_input == b.address)
+            }
+            table => {
+                use hazgate::config::RegisterTable as T;
+                use hazgate_sim::pdu::Table as S;
+                let want = match table {
+                    T::Coil => S::Coils,
+                    T::DiscreteInput => S::DiscreteInputs,
+                    T::Holding => S::HoldingRegisters,
+                    T::Input => S::InputRegisters,
+                };
+                device
+                    .points
+                    .iter()
+                    .any(|sp| sp.address == b.address && sp.table == want)
+            }
+        };
+        assert!(
+            served,
+            "{} reads {:?} {} which the scenario does not serve",
+            p.id, b.table, b.address
+        );
+    }
 }
