@@ -23,7 +23,7 @@ use crate::sources::mqtt::{self, MqttDeviceSpec, MqttSource, MqttStats};
 use crate::store::StoreWriter;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 /// How often the engine is ticked when no reading arrives.
@@ -174,12 +174,7 @@ pub fn log_event(spec: &EngineSpec, e: &Event) {
 
 /// Wall-clock now, in engine time.
 pub fn now() -> Timestamp {
-    Timestamp(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0),
-    )
+    crate::sources::wall_now()
 }
 
 /// A gateway built from a configuration, before it runs.

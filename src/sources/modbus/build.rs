@@ -12,8 +12,9 @@ use super::decode::Layout;
 use super::plan::{plan, Forced, Item, Limits};
 use super::poller::{DeviceSpec, FastZone, LinkSpec, SerialSpec, Transport};
 use crate::config::{Config, Parity, Protocol};
-use crate::engine::{EngineSpec, GradeSpec, PointSpec};
-use crate::model::{Colour, Direction, PointId, PointKind};
+use crate::engine::EngineSpec;
+use crate::model::{Direction, PointId};
+use crate::sources::push_status_point;
 
 /// Build the poller's links from `config`, appending status points to `spec`
 /// (which must be `config.engine_spec()`).
@@ -140,29 +141,4 @@ fn transport_name(t: &Transport) -> String {
         Transport::RtuOverTcp(a) => format!("rtu+tcp://{a}"),
         Transport::Rtu(s) => format!("rtu://{}", s.path),
     }
-}
-
-/// Append a 0/1 status point with one low grade at 0 and return its id.
-fn push_status_point(spec: &mut EngineSpec, id: String, grade_name: &str) -> PointId {
-    let index = PointId(spec.points.len() as u32);
-    spec.points.push(PointSpec {
-        id,
-        kind: PointKind::Switch,
-        range_min: 0.0,
-        range_max: 1.0,
-        grades: vec![GradeSpec {
-            name: grade_name.to_owned(),
-            direction: Direction::Low,
-            trigger: 0.0,
-            restore: 0.0,
-            on_delay_ms: 0,
-            off_delay_ms: 0,
-            colour: Colour::Orange,
-            power_cut: false,
-        }],
-        rate: None,
-        stale_after_ms: None,
-        hazard_source: None,
-    });
-    index
 }

@@ -37,10 +37,11 @@
 use super::decode::{decode_bit, decode_registers, Table};
 use super::plan::Block;
 use crate::model::{PointId, Quality, Reading, Timestamp};
+use crate::sources::wall_now;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_modbus::client::{Client, Context, Reader, Writer};
@@ -280,15 +281,6 @@ impl ModbusSource {
             let _ = t.await;
         }
     }
-}
-
-/// Wall-clock time for reading timestamps.
-fn wall_now() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    Timestamp(ms)
 }
 
 enum Outcome {

@@ -10,8 +10,9 @@ use super::decode::{FieldPath, Fields, Limits};
 use super::driver::{BrokerSpec, MqttDeviceSpec, MqttVersion, TlsSpec};
 use super::topic::{Router, Target};
 use crate::config::{Config, MqttBinding, Protocol};
-use crate::engine::{EngineSpec, GradeSpec, PointSpec};
-use crate::model::{Colour, Direction, PointId, PointKind};
+use crate::engine::EngineSpec;
+use crate::model::PointId;
+use crate::sources::push_status_point;
 
 /// Build the MQTT devices from `config`, appending their status points to `spec`
 /// (which must be `config.engine_spec()`, possibly extended by other sources).
@@ -58,7 +59,7 @@ pub fn subscriptions(config: &Config, spec: &mut EngineSpec) -> Vec<MqttDeviceSp
             port: broker.1,
         };
         let interval_ms = config.device_poll_interval_ms(d);
-        let status_point = push_status_point(spec, format!("device:{}", dev.id));
+        let status_point = push_status_point(spec, format!("device:{}", dev.id), "设备离线");
         out.push(MqttDeviceSpec {
             id: dev.id.clone(),
             broker,
@@ -116,31 +117,6 @@ pub fn parse_broker(url: &str) -> (String, u16, bool) {
     };
     let port = port.and_then(|p| p.parse().ok()).unwrap_or(default_port);
     (host.to_owned(), port, tls)
-}
-
-/// Append a 0/1 status point with one low grade at 0 and return its id.
-fn push_status_point(spec: &mut EngineSpec, id: String) -> PointId {
-    let index = PointId(spec.points.len() as u32);
-    spec.points.push(PointSpec {
-        id,
-        kind: PointKind::Switch,
-        range_min: 0.0,
-        range_max: 1.0,
-        grades: vec![GradeSpec {
-            name: "设备离线".to_owned(),
-            direction: Direction::Low,
-            trigger: 0.0,
-            restore: 0.0,
-            on_delay_ms: 0,
-            off_delay_ms: 0,
-            colour: Colour::Orange,
-            power_cut: false,
-        }],
-        rate: None,
-        stale_after_ms: None,
-        hazard_source: None,
-    });
-    index
 }
 
 #[cfg(test)]

@@ -43,10 +43,11 @@ use super::client::{Conn, Incoming, Message};
 use super::decode::{self, DecodeError, Limits};
 use super::topic::{Miss, Router};
 use crate::model::{PointId, Quality, Reading, Timestamp};
+use crate::sources::wall_now;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 
@@ -233,14 +234,6 @@ impl MqttSource {
             let _ = t.await;
         }
     }
-}
-
-fn wall_now() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    Timestamp(ms)
 }
 
 /// At most one log line per kind per [`LOG_EVERY`], with how many were not logged.
