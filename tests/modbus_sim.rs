@@ -614,3 +614,96 @@ async fn writing_the_power_cut_coil_drops_the_feed() {
     gw.stop().await;
     farm.shutdown().await;
 }
+
+const WRITABLE_SCENARIO: &str = r#"
+name = "writable"
+seed = 1
+[[devices]]
+id = "plc"
+port = 1
+points = [
+  { id = "a", table = "holding", address = 0, value = 1 },
+  { id = "b", table = "holding", address = 1, value = 2 },
+  { id = "c", table = "holding", address = 2, value = 3 },
+  { id = "k0", table = "coil", address = 0, value = 0 },
+  { id = "k1", table = "coil", address = 1, value = 0 },
+]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_function_code_reaches_the_device() {
+    let sc = Scenario::parse(WRITABLE_SCENARIO).unwrap();
+    let farm = farm(&sc, None).await;
+    let port = farm.addr_of("plc").unwrap().port();
+    let pt = |id: &str, table: &str, address: u16, ty: &str| {
+        format!("[[points]]\nid = \"{id}\"\nname = \"{id}\"\nkind = \"other\"\nunit = \"\"\nrange_min = 0\nrange_max = 1000\ndevice = \"plc\"\nmodbus = {{ table = \"{table}\", address = {address}, data_type = \"{ty}\" }}\n\n")
+    };
+    let cfg = config(&format!(
+        "[[devices]]\nid = \"plc\"\nprotocol = \"modbus_tcp\"\nhost = \"127.0.0.1\"\nport = {port}\npoll_interval_ms = 100\n\n{}{}{}{}{}",
+        pt("a", "holding", 0, "u16"),
+        pt("b", "holding", 1, "u16"),
+        pt("c", "holding", 2, "u16"),
+        pt("k0", "coil", 0, "bool"),
+        pt("k1", "coil", 1, "bool"),
+    ));
+    let gw = start(&cfg);
+    let v = |id: &str| gw.cap.last_good(gw.p(id));
+    wait_for("first poll", 10, || {
+        v("c") == Some(3.0) && v("k1") == Some(0.0)
+    })
+    .await;
+    let w = &gw.running.writer;
+    w.write(
+        "plc",
+        Write::Register {
+            address: 0,
+            value: 100,
+        },
+    )
+    .await
+    .unwrap(); // 06
+    w.write(
+        "plc",
+        Write::Registers {
+            address: 1,
+            values: vec![200, 300],
+        },
+    )
+    .await
+    .unwrap(); // 16
+    w.write(
+        "plc",
+        Write::Coils {
+            address: 0,
+            values: vec![true, true],
+        },
+    )
+    .await
+    .unwrap(); // 15
+    wait_for("the written values polled back", 10, || {
+        v("a") == Some(100.0)
+            && v("b") == Some(200.0)
+            && v("c") == Some(300.0)
+            && v("k0") == Some(1.0)
+            && v("k1") == Some(1.0)
+    })
+    .await;
+    // A write to an address the device does not have comes back as its exception.
+    match w
+        .write(
+            "plc",
+            Write::Register {
+                address: 500,
+                value: 1,
+            },
+        )
+        .await
+    {
+        Err(hazgate::sources::modbus::poller::WriteError::Exception(_, code)) => {
+            assert_eq!(code, 2)
+        }
+        other => panic!("expected exception 02, got {other:?}"),
+    }
+    gw.stop().await;
+    farm.shutdown().await;
+}
