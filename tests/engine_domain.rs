@@ -702,3 +702,63 @@ fn unknown_point_index_is_bad_config_not_a_panic() {
     assert!(ev.is_empty());
     assert_eq!(s.e.counters().unknown_point, 1);
 }
+
+#[test]
+fn restored_alarms_continue_their_episodes_after_a_restart() {
+    // Before the restart: a cut at the face, acknowledged; a CO alarm not yet acknowledged.
+    let co = point(
+        "CO",
+        PointKind::Co,
+        (0.0, 500.0),
+        vec![high("报警", 24.0, 24.0, Colour::Orange)],
+    );
+    let mut s = Site::new(spec(vec![in_source(methane_t1("CH4"), 0), co.clone()]));
+    let mut sp = spec(vec![in_source(methane_t1("CH4"), 0), co]);
+    sp.hazard_sources = vec![source("FACE", 1, vec![])];
+    s.e = Engine::new(sp.clone(), Timestamp(0), 1);
+    s.read(0, 0.0, 1.7);
+    let cut = s.e.alarms().next().unwrap().id;
+    s.ack(cut, 1.0);
+    s.read(1, 2.0, 40.0);
+    let open: Vec<_> = s.e.alarms().cloned().collect();
+    assert_eq!(open.len(), 2);
+
+    // After: a fresh engine gets the open episodes back.
+    let mut e = Engine::new(sp, Timestamp(10_000), 3);
+    let mut out = vec![];
+    let refused = e.restore(open, Timestamp(10_000), &mut out);
+    assert!(refused.is_empty());
+    assert_eq!(
+        e.risk(HazardSourceId(0)),
+        Some(Colour::Red),
+        "the risk colour comes back too"
+    );
+    let mut s = Site { e, out: vec![] };
+    // Still at the cut level: no new alarm, the acknowledgement is kept.
+    assert!(s.read(0, 11.0, 1.6).is_empty());
+    let a = s.e.alarm(cut).unwrap();
+    assert_eq!(
+        (a.state, a.grade_name.as_str()),
+        (AlarmState::Acked, "断电")
+    );
+    assert_eq!(a.ack.as_ref().unwrap().by, "张伟");
+    // Gas back below 1.0 %: the acknowledged episode clears.
+    assert_eq!(s.read(0, 12.0, 0.5), vec![t(Transition::Cleared, "断电")]);
+    // CO back to normal: the unacknowledged episode returns to normal, same id.
+    let ev = s.read(1, 13.0, 5.0);
+    assert_eq!(ev, vec![t(Transition::ReturnedToNormal, "报警")]);
+    // New episodes get fresh ids after the restored ones.
+    s.read(0, 14.0, 1.2);
+    assert!(s.e.alarms().any(|a| a.id.0 >= 3 && a.point == PointId(0)));
+}
+
+#[test]
+fn restore_refuses_alarms_of_points_that_no_longer_exist() {
+    let mut s = Site::new(spec(vec![methane_t1("A"), methane_t1("B")]));
+    s.read(1, 0.0, 1.2);
+    let open: Vec<_> = s.e.alarms().cloned().collect();
+    let mut e = Engine::new(spec(vec![methane_t1("A")]), Timestamp(0), 1);
+    let refused = e.restore(open, Timestamp(0), &mut vec![]);
+    assert_eq!(refused.len(), 1);
+    assert_eq!(e.alarms().count(), 0);
+}

@@ -101,6 +101,8 @@ enum Op {
     Tick,
     OutOfService(bool),
     Bad,
+    /// The gateway restarts: a fresh engine gets the open alarms back from the log.
+    Restart,
 }
 
 fn ops() -> impl Strategy<Value = Vec<Op>> {
@@ -111,6 +113,7 @@ fn ops() -> impl Strategy<Value = Vec<Op>> {
             1 => Just(Op::Tick),
             1 => Just(Op::Bad),
             1 => any::<bool>().prop_map(Op::OutOfService),
+            1 => Just(Op::Restart),
         ],
         1..120,
     )
@@ -236,6 +239,26 @@ proptest! {
                     }
                 }
                 Op::Tick => e.tick(Timestamp(ts), &mut out),
+                Op::Restart => {
+                    let open: Vec<_> = e.alarms().cloned().collect();
+                    // The store seeds the new engine with one past the last id it holds.
+                    let next = e.next_alarm_id().0;
+                    e = Engine::new(
+                        spec(vec![point("P", PointKind::Other, (-200.0, 200.0), g.clone())]),
+                        Timestamp(ts),
+                        next,
+                    );
+                    prop_assert!(e.restore(open, Timestamp(ts), &mut out).is_empty());
+                    prop_assert_eq!(e.next_alarm_id().0, next);
+                    // Out of service is operator state outside the log: it does not survive.
+                    oos = false;
+                    // The engine's grade memory restarts from the restored alarm only:
+                    // the model restarts the same way.
+                    m = GradeModel::new(&g);
+                    if let Some(gr) = grade.filter(|_| matches!(state, AlarmState::Unacked | AlarmState::Acked)) {
+                        m.on[gr as usize] = true;
+                    }
+                }
                 Op::Bad => { e.on_reading(Reading { quality: Quality::CommFail, ..reading(0.0, ts) }, &mut out); }
                 Op::OutOfService(flag) => {
                     e.set_out_of_service(PointId(0), flag, Timestamp(ts), &mut out).unwrap();

@@ -677,6 +677,66 @@ impl Engine {
         self.counters
     }
 
+    /// Put back alarm episodes that were open when the gateway stopped (read from the
+    /// durable log at start), so a restart neither re-raises them under new ids nor
+    /// forgets who acknowledged them. The next reading of each point continues the
+    /// episode: a value still in the same grade changes nothing, a value back in its
+    /// band returns it to normal, a new grade escalates or de-escalates it.
+    ///
+    /// Alarms for points the spec does not have (the config changed) are handed back,
+    /// as are closed ones and second alarms for an occupied slot.
+    pub fn restore(
+        &mut self,
+        alarms: Vec<Alarm>,
+        now: Timestamp,
+        out: &mut Vec<Event>,
+    ) -> Vec<Alarm> {
+        let mut refused = Vec::new();
+        let mut touched = Vec::new();
+        for a in alarms {
+            let idx = a.point.0 as usize;
+            let valid = match self.points.get(idx) {
+                None => false,
+                Some(p) => {
+                    a.state != AlarmState::Normal
+                        && p.slots[a.kind.slot()].is_none()
+                        && a.grade.is_none_or(|g| (g as usize) < p.grades_len)
+                }
+            };
+            if !valid {
+                refused.push(a);
+                continue;
+            }
+            let p = &mut self.points[idx];
+            if a.is_active() {
+                match a.kind {
+                    AlarmKind::Value => {
+                        if let Some(g) = a.grade {
+                            p.active_grade = Some(g);
+                            let s = &mut self.grade_state[p.grades_start + g as usize];
+                            s.raw = true;
+                            s.on = true;
+                        }
+                    }
+                    AlarmKind::Comm => p.stale = true,
+                    AlarmKind::Rate | AlarmKind::SensorFault => {}
+                }
+            }
+            if let Some(sh) = a.shelved.as_ref().filter(|s| s.until > now) {
+                self.shelves.insert((idx as u32, a.kind), sh.clone());
+            }
+            self.next_alarm_id = self.next_alarm_id.max(a.id.0 + 1);
+            self.alarm_index.insert(a.id, (idx as u32, a.kind));
+            let slot = a.kind.slot();
+            p.slots[slot] = Some(Box::new(a));
+            touched.push(idx);
+        }
+        for idx in touched {
+            self.recompute_risk(idx, now, out);
+        }
+        refused
+    }
+
     /// The id the next new alarm episode will get.
     pub fn next_alarm_id(&self) -> AlarmId {
         AlarmId(self.next_alarm_id)
