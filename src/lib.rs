@@ -30,6 +30,8 @@
 //!   and block splitting, one task per link with timeouts, offline detection and
 //!   graded polling, and a write handle for safety actions.
 //! - [`gateway`]: sources → engine → outputs, as one running process.
+//! - [`actions`]: the pure safety-action controller — power cut on a cut grade, feed
+//!   (馈电) feedback check, fault lockout, manual cut and release.
 //! - [`replay`]: feed recorded readings (CSV) through the engine and print the events,
 //!   to check thresholds against real data before they go live.
 //! - [`store`]: the durable log (SQLite, WAL): readings on change + heartbeat, 5-minute
@@ -37,6 +39,7 @@
 //! - [`sinks`]: consumers that read the log by their own cursor — the InfluxDB sink
 //!   (line protocol over `/api/v2/write` or `/write`).
 
+pub mod actions;
 pub mod config;
 pub mod engine;
 pub mod gateway;
