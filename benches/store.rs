@@ -51,6 +51,22 @@ fn write(c: &mut Criterion) {
         })
     });
     g.finish();
+    // History of one point over the last hour of what was just written (~3,600 rows
+    // out of 5,000 points' worth): the slice-by-slice index walk.
+    let mut g = c.benchmark_group("store");
+    g.sample_size(20);
+    let to = Timestamp(ts + 4_000);
+    let from = Timestamp(to.0 - 3_600_000);
+    g.bench_function("history_one_point_one_hour", |b| {
+        b.iter(|| {
+            store
+                .reader()
+                .history_readings("P7", from, to, 100_000)
+                .unwrap()
+                .len()
+        })
+    });
+    g.finish();
 }
 
 fn drain(c: &mut Criterion) {

@@ -379,3 +379,38 @@ fn full_disk_degrades_keeps_alarms_flowing_and_recovers() {
     assert!(!s.degraded());
     s.reader().integrity_check().unwrap();
 }
+
+#[test]
+fn refuses_stores_of_other_schema_versions_without_touching_them() {
+    let dir = tempfile::tempdir().unwrap();
+    for (version, old) in [(1, true), (hazgate::store::SCHEMA_VERSION + 1, false)] {
+        let path = dir.path().join(format!("v{version}.db"));
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(&format!(
+                "PRAGMA application_id={}; PRAGMA user_version={version}; \
+                 CREATE TABLE readings(seq INTEGER PRIMARY KEY AUTOINCREMENT, quality TEXT);",
+                hazgate::store::APPLICATION_ID
+            ))
+            .unwrap();
+        }
+        let before = std::fs::read(&path).unwrap();
+        let err = Store::open(&StoreOptions {
+            path: path.clone(),
+            ..StoreOptions::default()
+        })
+        .err()
+        .unwrap();
+        if old {
+            assert!(
+                matches!(err, StoreError::OldSchema { found: 1, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("move the file aside"), "{err}");
+        } else {
+            assert!(matches!(err, StoreError::NewerSchema { .. }), "{err}");
+        }
+        assert!(hazgate::store::Reader::open(&path).is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), before, "version {version}");
+    }
+}

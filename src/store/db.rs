@@ -7,9 +7,8 @@ use super::filter::{Bucket, FilterRule, PointState};
 use super::query::Reader;
 use super::{schema, AuditEntry, PointMeta, StoreError, StoreOptions};
 use crate::engine::AlarmEvent;
-use crate::model::{Quality, Reading, Timestamp};
+use crate::model::{Reading, Timestamp};
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
-use std::borrow::Cow;
 
 /// What one readings batch did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -43,8 +42,13 @@ pub struct Store {
     pids: Vec<Option<i64>>,
     deadbands: Vec<f64>,
     states: Vec<PointState>,
-    /// Old states of the points a failing batch touched, to roll back.
+    /// Old states of the points a failing batch touched, to roll back (one per point).
     undo: Vec<(usize, PointState)>,
+    /// Per point: the batch number that last saved its state in `undo`, so a batch
+    /// saves each point once, not once per reading.
+    saved_in: Vec<u64>,
+    /// Number of the current readings batch.
+    batch_no: u64,
     alarm_head: Hash,
     audit_head: Hash,
     sync_full: Option<bool>,
@@ -52,13 +56,6 @@ pub struct Store {
 }
 
 const DAY_MS: i64 = 86_400_000;
-
-fn quality_text(q: Quality) -> Cow<'static, str> {
-    match q {
-        Quality::DeviceException(_) => Cow::Owned(q.to_string()),
-        q => Cow::Borrowed(q.as_str()),
-    }
-}
 
 fn immediate(conn: &rusqlite::Connection) -> Result<Transaction<'_>, StoreError> {
     Ok(Transaction::new_unchecked(
@@ -88,6 +85,8 @@ impl Store {
             deadbands: Vec::new(),
             states: Vec::new(),
             undo: Vec::new(),
+            saved_in: Vec::new(),
+            batch_no: 0,
             alarm_head,
             audit_head,
             sync_full: None,
@@ -183,6 +182,7 @@ impl Store {
             .map(|p| p.deadband.unwrap_or(self.opts.default_deadband))
             .collect();
         self.states.resize(points.len(), PointState::default());
+        self.saved_in.resize(points.len(), 0);
         Ok(())
     }
 
@@ -212,6 +212,7 @@ impl Store {
                 self.pids.resize(i + 1, None);
                 self.deadbands.resize(i + 1, self.opts.default_deadband);
                 self.states.resize(i + 1, PointState::default());
+                self.saved_in.resize(i + 1, 0);
             }
             self.pids[i] = Some(pid);
         }
@@ -226,6 +227,7 @@ impl Store {
         self.set_sync(self.opts.fsync_readings)?;
         self.ensure_points(readings)?;
         self.undo.clear();
+        self.batch_no += 1;
         let result = self.write_readings_tx(readings);
         match result {
             Ok(w) => {
@@ -259,8 +261,11 @@ impl Store {
                 i64::try_from(self.opts.heartbeat_s.saturating_mul(1000)).unwrap_or(i64::MAX);
             for r in readings {
                 let i = r.point.0 as usize;
-                let (Some(Some(pid)), Some(state)) = (self.pids.get(i), self.states.get_mut(i))
-                else {
+                let (Some(Some(pid)), Some(state), Some(saved)) = (
+                    self.pids.get(i),
+                    self.states.get_mut(i),
+                    self.saved_in.get_mut(i),
+                ) else {
                     continue; // unreachable: ensure_points registered every index
                 };
                 let rule = FilterRule {
@@ -268,11 +273,14 @@ impl Store {
                     deadband: self.deadbands.get(i).copied().unwrap_or(0.0),
                     heartbeat_ms,
                 };
-                self.undo.push((i, *state));
+                if *saved != self.batch_no {
+                    *saved = self.batch_no;
+                    self.undo.push((i, *state));
+                }
                 let step = state.step(r, rule);
                 if step.store {
                     let value = r.value.is_finite().then_some(r.value);
-                    ins.execute(params![pid, r.ts.0, value, quality_text(r.quality)])?;
+                    ins.execute(params![pid, r.ts.0, value, schema::quality_code(r.quality)])?;
                     out.stored += 1;
                 }
                 if let Some(b) = step.emit {
@@ -479,7 +487,12 @@ impl Store {
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let shipped_readings = min_readings.unwrap_or(i64::MAX);
+        // The newest reading is never deleted: its seq is what the next one counts from.
+        let newest: i64 =
+            conn.query_row("SELECT coalesce(max(seq), 0) FROM readings", [], |r| {
+                r.get(0)
+            })?;
+        let shipped_readings = min_readings.unwrap_or(i64::MAX).min(newest - 1);
         let shipped_events = min_events.unwrap_or(i64::MAX);
         let cutoff = |days: u32| now.0.saturating_sub(i64::from(days) * DAY_MS);
 
@@ -549,11 +562,12 @@ impl Store {
     fn delete_oldest_readings(&mut self, why: &str) -> Result<(u64, u64), StoreError> {
         self.set_sync(true)?;
         let conn = &self.reader.conn;
-        let (count, min_seq): (i64, Option<i64>) =
-            conn.query_row("SELECT count(*), min(seq) FROM readings", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let Some(min_seq) = min_seq else {
+        let (count, min_seq, max_seq): (i64, Option<i64>, Option<i64>) = conn.query_row(
+            "SELECT count(*), min(seq), max(seq) FROM readings",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let (Some(min_seq), Some(max_seq)) = (min_seq, max_seq) else {
             return Ok((0, 0));
         };
         let n = (count / 10).max(1000);
@@ -562,6 +576,11 @@ impl Store {
             [n],
             |r| r.get(0),
         )?;
+        // The newest reading stays: its seq is what the next one counts from.
+        let upto = upto.min(max_seq - 1);
+        if upto < min_seq {
+            return Ok((0, 0));
+        }
         let shipped: Option<i64> =
             conn.query_row("SELECT min(readings_seq) FROM sink_cursors", [], |r| {
                 r.get(0)

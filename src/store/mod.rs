@@ -14,9 +14,16 @@
 //!   may lose the last batches unless [`StoreOptions::fsync_readings`] is set. A batch
 //!   is all-or-nothing: when it fails, nothing of it is stored and the in-memory
 //!   deadband/statistics state is rolled back, so the caller can hand it in again.
-//! - **Sequence numbers never go backwards or get reused** (`AUTOINCREMENT`), so a sink
-//!   cursor ("everything with `seq` ≤ cursor has been shipped") stays meaningful even
-//!   after pruning.
+//! - **Sequence numbers never go backwards or get reused**, so a sink cursor
+//!   ("everything with `seq` ≤ cursor has been shipped") stays meaningful even after
+//!   pruning. `readings.seq` is a plain rowid, not `AUTOINCREMENT` (which updates
+//!   `sqlite_sequence` on every insert): SQLite numbers a new row max(`seq`) + 1, so a
+//!   number could only come back if the rows with the highest `seq` were deleted.
+//!   Nothing does that: pruning deletes from the oldest end, and **the newest reading
+//!   is never deleted** (neither by retention nor by the disk limit), so max(`seq`)
+//!   never decreases. A batch that rolls back frees its numbers, but no reader ever
+//!   saw them. `alarm_events` and `audit` keep `AUTOINCREMENT` (few rows; their
+//!   chains may be pruned down to the anchor).
 //! - **Pruning never deletes a row a sink has not shipped**, except when the disk limit
 //!   is hit; then the loss is counted, logged, recorded in `storage_loss` and the store
 //!   reports itself degraded.
@@ -29,8 +36,8 @@
 //!
 //! ```text
 //! points        pid INTEGER PK, id TEXT UNIQUE, kind, unit, site, hazard_source
-//! readings      seq INTEGER PK AUTOINCREMENT, pid, ts (ms), value REAL (NULL = NaN),
-//!               quality TEXT (Quality's snake_case name)      index (pid, ts)
+//! readings      seq INTEGER PK (rowid), pid, ts (ms), value REAL (NULL = NaN),
+//!               quality INTEGER (code below)      index (ts / 10000, pid, ts)
 //! stats_5min    (pid, bucket) PK, bucket = start ms (multiple of 300 000), min, max,
 //!               sum, count, max_ts (time of max). Good, finite values only.
 //! alarm_events  seq PK AUTOINCREMENT, alarm_id, pid, kind, transition, grade, ts,
@@ -44,8 +51,13 @@
 //! meta          key PK, value INTEGER — e.g. `alarm_id_high`
 //! ```
 //!
+//! `readings.quality` codes: 0 good, 1 stale, 2 comm_fail, 3 out_of_range, 4 bad_data,
+//! 5 bad_config, 6 maintenance, 7 source_bad, 0x100 + c device_exception(c). A code this
+//! build does not know is a [`StoreError::BadRow`], never a guessed quality.
+//!
 //! `PRAGMA application_id` is [`APPLICATION_ID`] and `user_version` is
-//! [`SCHEMA_VERSION`].
+//! [`SCHEMA_VERSION`]; a store of another version is refused
+//! ([`StoreError::OldSchema`], [`StoreError::NewerSchema`]) and left as it is.
 //!
 //! # Readings: what is stored
 //!
@@ -109,6 +121,17 @@ pub enum StoreError {
         "{path}: not a hazgate store ({reason}); refusing to open it (the file was not changed)"
     )]
     Foreign { path: PathBuf, reason: String },
+    /// The file is a hazgate store of an older schema this build cannot read. Schema 1
+    /// was only ever written by development builds; there is no upgrade path.
+    #[error(
+        "{path}: store schema version {found} is older than this hazgate ({expected}) and cannot be upgraded; \
+         move the file aside to start a new store (the file was not changed)"
+    )]
+    OldSchema {
+        path: PathBuf,
+        found: i64,
+        expected: i64,
+    },
     /// The file is a hazgate store of a newer schema than this build knows.
     #[error("{path}: store schema version {found} is newer than this hazgate ({expected})")]
     NewerSchema {

@@ -69,7 +69,7 @@ pub struct Reader {
     pub(super) conn: Connection,
 }
 
-fn reading_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64, Option<f64>, String)> {
+fn reading_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64, Option<f64>, i64)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
@@ -87,12 +87,12 @@ fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredAlarmEvent> {
 }
 
 fn to_reading(
-    (seq, pid, ts, value, quality): (i64, i64, i64, Option<f64>, String),
+    (seq, pid, ts, value, quality): (i64, i64, i64, Option<f64>, i64),
 ) -> Result<StoredReading, StoreError> {
-    let quality = quality.parse().map_err(|reason| StoreError::BadRow {
+    let quality = schema::quality_from_code(quality).ok_or_else(|| StoreError::BadRow {
         table: "readings",
         seq,
-        reason,
+        reason: format!("unknown quality code {quality}"),
     })?;
     Ok(StoredReading {
         seq,
@@ -165,17 +165,14 @@ impl Reader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// The highest `seq` ever given to a reading (0 when none).
+    /// The highest `seq` ever given to a committed reading (0 when none). The newest
+    /// reading is never pruned (see the module docs), so this is the largest `seq`.
     pub fn last_reading_seq(&self) -> Result<i64, StoreError> {
-        let seq: Option<i64> = self
+        let seq: i64 = self
             .conn
-            .query_row(
-                "SELECT seq FROM sqlite_sequence WHERE name = 'readings'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(seq.unwrap_or(0))
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM readings")?
+            .query_row([], |r| r.get(0))?;
+        Ok(seq)
     }
 
     /// The cursor of `sink` (zero when it never shipped anything).
@@ -272,12 +269,45 @@ impl Reader {
         let Some(pid) = self.pid_of(point_id)? else {
             return Ok(Vec::new());
         };
+        if from.0 >= to.0 {
+            return Ok(Vec::new());
+        }
+        // One index range per time slice, oldest first: within a slice the index
+        // `(ts / 10000, pid, ts)` yields the point's rows in (ts, seq) order.
+        // `ts / 10000` must be written exactly as in the index for SQLite to use it.
         let mut st = self.conn.prepare_cached(
             "SELECT seq, pid, ts, value, quality FROM readings \
-             WHERE pid = ?1 AND ts >= ?2 AND ts < ?3 ORDER BY ts, seq LIMIT ?4",
+             WHERE ts / 10000 = ?1 AND pid = ?2 AND ts >= ?3 AND ts < ?4 ORDER BY ts, seq LIMIT ?5",
         )?;
-        let rows = st.query_map(params![pid, from.0, to.0, limit as i64], reading_row)?;
-        rows.map(|r| to_reading(r?)).collect()
+        let mut out = Vec::new();
+        // Integer division truncates toward zero; it is monotonic, so the slices of
+        // [from, to) are exactly first..=last, narrowed to the slices that hold rows
+        // (read off the index's ends) so an open-ended range costs no empty probes.
+        let ends = self
+            .conn
+            .prepare_cached(
+                "SELECT (SELECT ts / 10000 FROM readings ORDER BY ts / 10000 LIMIT 1), \
+                    (SELECT ts / 10000 FROM readings ORDER BY ts / 10000 DESC LIMIT 1)",
+            )?
+            .query_row([], |r| {
+                Ok((r.get::<_, Option<i64>>(0)?, r.get::<_, Option<i64>>(1)?))
+            })?;
+        let (Some(oldest), Some(newest)) = ends else {
+            return Ok(out);
+        };
+        let first = (from.0 / schema::SLICE_MS).max(oldest);
+        let last = ((to.0 - 1) / schema::SLICE_MS).min(newest);
+        for slice in first..=last {
+            if out.len() >= limit {
+                break;
+            }
+            let left = (limit - out.len()) as i64;
+            let rows = st.query_map(params![slice, pid, from.0, to.0, left], reading_row)?;
+            for r in rows {
+                out.push(to_reading(r?)?);
+            }
+        }
+        Ok(out)
     }
 
     /// 5-minute statistics of a point for buckets starting in `[from, to)`.

@@ -1,14 +1,29 @@
 //! Opening the file: refuse what is not ours, create the schema when new.
 
 use super::{StoreError, StoreOptions};
+use crate::model::Quality;
 use rusqlite::{Connection, OpenFlags};
 use std::io::Read;
 use std::path::Path;
 
 /// `PRAGMA application_id` of a hazgate store: ASCII `HZGT`.
 pub const APPLICATION_ID: i64 = 0x485A_4754;
+/// Width of the time slices that lead the readings history index (ms). The index is
+/// `(ts / SLICE_MS, pid, ts)`: readings of the present go into the index region of the
+/// present slice, which stays small enough for the page cache (5,000 points at 1 Hz
+/// make 50,000 entries, ~1.5 MB). A `(pid, ts)` index instead has one insertion point
+/// per point, each on its own leaf page: 5,000 points touch 20 MB of leaves per
+/// batch, four times the 8 MB cache, and every insert read a page back from disk. The
+/// literal `10000` in the index and in the history query must stay equal to this.
+pub(super) const SLICE_MS: i64 = 10_000;
+
 /// `PRAGMA user_version` of the schema this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+///
+/// - 1: `readings.seq` `AUTOINCREMENT`, `readings.quality` as text. Never deployed;
+///   refused with [`StoreError::OldSchema`].
+/// - 2: `readings.seq` a plain rowid, `readings.quality` an integer code
+///   ([`quality_code`]), history index `(ts / 10000, pid, ts)` instead of `(pid, ts)`.
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
@@ -22,13 +37,13 @@ CREATE TABLE IF NOT EXISTS points (
     hazard_source TEXT
 );
 CREATE TABLE IF NOT EXISTS readings (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq INTEGER PRIMARY KEY,
     pid INTEGER NOT NULL,
     ts INTEGER NOT NULL,
     value REAL,
-    quality TEXT NOT NULL
+    quality INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS readings_pid_ts ON readings(pid, ts);
+CREATE INDEX IF NOT EXISTS readings_slice_pid_ts ON readings(ts / 10000, pid, ts);
 CREATE TABLE IF NOT EXISTS stats_5min (
     pid INTEGER NOT NULL,
     bucket INTEGER NOT NULL,
@@ -144,6 +159,13 @@ fn check_header(path: &Path) -> Result<bool, StoreError> {
     if user_version < 1 {
         return Err(foreign(format!("user_version is {user_version}")));
     }
+    if user_version < SCHEMA_VERSION {
+        return Err(StoreError::OldSchema {
+            path: path.to_owned(),
+            found: user_version,
+            expected: SCHEMA_VERSION,
+        });
+    }
     Ok(true)
 }
 
@@ -168,6 +190,22 @@ pub(super) fn open(opts: &StoreOptions) -> Result<Connection, StoreError> {
             reason: format!("application_id {app_id:#x}, user_version {version}"),
         });
     }
+    if existed && version != SCHEMA_VERSION {
+        let (found, expected, path) = (version, SCHEMA_VERSION, path.to_owned());
+        return Err(if version < SCHEMA_VERSION {
+            StoreError::OldSchema {
+                path,
+                found,
+                expected,
+            }
+        } else {
+            StoreError::NewerSchema {
+                path,
+                found,
+                expected,
+            }
+        });
+    }
     if !existed {
         let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if tables > 0 || app_id != 0 {
@@ -181,8 +219,9 @@ pub(super) fn open(opts: &StoreOptions) -> Result<Connection, StoreError> {
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Sqlite(rusqlite::Error::InvalidQuery));
     }
-    // An 8 MB page cache: enough for the write path's indexes at 100k readings/s,
-    // small enough that the whole gateway stays within its memory budget.
+    // An 8 MB page cache, for the gateway's memory budget. The write path needs only
+    // the right edge of `readings` and the present slice of its index to stay cached
+    // (see `SLICE_MS`), so it does not grow with the number of points.
     conn.execute_batch(
         "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-8000;",
     )?;
@@ -208,4 +247,71 @@ pub(super) fn set_disk_limit(conn: &Connection, limit: Option<u64>) -> Result<()
     // SQLite clamps to the current page count when the file is already larger.
     let _: i64 = conn.query_row(&format!("PRAGMA max_page_count={pages}"), [], |r| r.get(0))?;
     Ok(())
+}
+
+/// The stored code of a quality (`readings.quality`). Part of the file format: codes
+/// are never renumbered, new qualities get new codes.
+///
+/// ```text
+/// 0 good   1 stale   2 comm_fail   3 out_of_range   4 bad_data   5 bad_config
+/// 6 maintenance   7 source_bad   0x100 + c  device_exception(c), c = 0..=255
+/// ```
+pub(super) fn quality_code(q: Quality) -> i64 {
+    match q {
+        Quality::Good => 0,
+        Quality::Stale => 1,
+        Quality::CommFail => 2,
+        Quality::OutOfRange => 3,
+        Quality::BadData => 4,
+        Quality::BadConfig => 5,
+        Quality::Maintenance => 6,
+        Quality::SourceBad => 7,
+        Quality::DeviceException(c) => 0x100 + i64::from(c),
+    }
+}
+
+/// The quality of a stored code; `None` for a code this build does not know.
+pub(super) fn quality_from_code(code: i64) -> Option<Quality> {
+    Some(match code {
+        0 => Quality::Good,
+        1 => Quality::Stale,
+        2 => Quality::CommFail,
+        3 => Quality::OutOfRange,
+        4 => Quality::BadData,
+        5 => Quality::BadConfig,
+        6 => Quality::Maintenance,
+        7 => Quality::SourceBad,
+        0x100..=0x1ff => Quality::DeviceException(u8::try_from(code - 0x100).ok()?),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quality_codes_round_trip_and_unknown_codes_are_refused() {
+        let mut all = vec![
+            Quality::Good,
+            Quality::Stale,
+            Quality::CommFail,
+            Quality::OutOfRange,
+            Quality::BadData,
+            Quality::BadConfig,
+            Quality::Maintenance,
+            Quality::SourceBad,
+        ];
+        all.extend((0..=255).map(Quality::DeviceException));
+        let mut codes: Vec<i64> = all.iter().map(|&q| quality_code(q)).collect();
+        for (&q, &c) in all.iter().zip(&codes) {
+            assert_eq!(quality_from_code(c), Some(q));
+        }
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), all.len(), "codes are distinct");
+        for bad in [-1, 8, 0xff, 0x200, i64::MAX] {
+            assert_eq!(quality_from_code(bad), None, "{bad}");
+        }
+    }
 }

@@ -4,7 +4,7 @@
 //! Two bounded channels feed the driver, and it always serves the first before the
 //! second (alarms take priority over readings):
 //!
-//! - **control** (alarm events, audit rows, shutdown), capacity
+//! - **control** (alarm events, audit rows, disk limit, shutdown), capacity
 //!   [`StoreOptions::control_queue`]: when full, [`StoreWriter::commit_alarms`] waits —
 //!   an alarm is never dropped, the engine is slowed instead. The reply comes after
 //!   the fsync, so the caller reports an alarm as raised only once it is durable.
@@ -54,6 +54,7 @@ enum Command {
         Vec<AuditEntry>,
         oneshot::Sender<Result<Vec<i64>, StoreError>>,
     ),
+    DiskLimit(Option<u64>, oneshot::Sender<Result<(), StoreError>>),
     Shutdown(oneshot::Sender<Result<(), StoreError>>),
 }
 
@@ -132,6 +133,17 @@ impl StoreWriter {
         self.readings.send(batch).await.map_err(|e| e.0)
     }
 
+    /// Change the disk limit (e.g. an operator freed space or raised it). Held
+    /// readings are retried at once.
+    pub async fn set_disk_limit(&self, limit: Option<u64>) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Command::DiskLimit(limit, tx))
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        rx.await.map_err(|_| StoreError::WriterStopped)?
+    }
+
     /// Write everything queued, commit open statistics buckets, checkpoint, stop.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
@@ -208,6 +220,15 @@ impl Driver {
                         let r = self.call(move |s| s.append_audit(&entries)).await.and_then(|r| r);
                         self.count(&r, &self.status.audit_rows, n);
                         let _ = reply.send(r);
+                    }
+                    Some(Command::DiskLimit(limit, reply)) => {
+                        let r = self.call(move |s| s.set_disk_limit(limit)).await.and_then(|r| r);
+                        let ok = r.is_ok();
+                        let _ = reply.send(r);
+                        if ok {
+                            self.blocked = false;
+                            self.write_held().await;
+                        }
                     }
                     Some(Command::Shutdown(reply)) => {
                         let r = self.shutdown().await;

@@ -1,0 +1,326 @@
+//! The store's writer task on a real tokio runtime and a real SQLite file: alarms are
+//! durable when `commit_alarms` returns, overtake queued readings, a full readings
+//! queue hands the batch back, readings held through a full disk are written once
+//! space returns (and any loss is counted), and shutdown flushes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use hazgate::engine::Transition;
+use hazgate::model::{Reading, Timestamp};
+use hazgate::store::{PointMeta, Reader, Store, StoreError, StoreOptions, StoreWriter};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use support::{alarm_event, reading, wait_for};
+
+const T0: i64 = 1_700_000_000_000;
+
+fn points(n: u32) -> Vec<PointMeta> {
+    (0..n)
+        .map(|i| PointMeta {
+            id: format!("CH4-{i}"),
+            kind: "ch4".into(),
+            unit: None,
+            site: None,
+            hazard_source: None,
+            deadband: None,
+        })
+        .collect()
+}
+
+fn opts(dir: &tempfile::TempDir) -> StoreOptions {
+    StoreOptions {
+        path: dir.path().join("store.db"),
+        store_every_reading: true,
+        tick_ms: 20,
+        prune_interval_s: 3_600,
+        ..StoreOptions::default()
+    }
+}
+
+fn spawn(o: &StoreOptions, n_points: u32) -> (StoreWriter, tokio::task::JoinHandle<()>) {
+    let mut store = Store::open(o).unwrap();
+    store.register_points(&points(n_points)).unwrap();
+    StoreWriter::spawn(store)
+}
+
+/// `n` readings of 10 points from `first` on, 1 ms apart, value = index.
+fn batch(first: i64, n: i64) -> Vec<Reading> {
+    batch_at(T0, first, n)
+}
+
+fn batch_at(t0: i64, first: i64, n: i64) -> Vec<Reading> {
+    (first..first + n)
+        .map(|k| reading((k % 10) as u32, t0 + k, k as f64))
+        .collect()
+}
+
+fn stored_values(o: &StoreOptions) -> Vec<f64> {
+    let reader = Reader::open(&o.path).unwrap();
+    reader
+        .read_readings_after(0, usize::MAX >> 1)
+        .unwrap()
+        .iter()
+        .map(|r| r.value)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alarms_are_durable_when_commit_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = opts(&dir);
+    let (writer, task) = spawn(&o, 2);
+    let events: Vec<_> = (1..=3)
+        .map(|i| alarm_event(i, 0, Transition::Raised, T0 + i as i64))
+        .collect();
+    let seqs = writer.commit_alarms(events).await.unwrap();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(writer.status().alarm_events.load(Ordering::Relaxed), 3);
+
+    // What a crash right now would leave: copy the files while the writer still runs
+    // (no shutdown, no checkpoint) and open the copy as a new store.
+    let copy = tempfile::tempdir().unwrap();
+    for suffix in ["", "-wal"] {
+        let from = format!("{}{suffix}", o.path.display());
+        if std::path::Path::new(&from).exists() {
+            std::fs::copy(
+                &from,
+                format!("{}{suffix}", copy.path().join("store.db").display()),
+            )
+            .unwrap();
+        }
+    }
+    let reopened = Store::open(&StoreOptions {
+        path: copy.path().join("store.db"),
+        ..StoreOptions::default()
+    })
+    .unwrap();
+    let got = reopened.reader().read_events_after(0, 100).unwrap();
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs);
+    assert_eq!(
+        got.iter().map(|e| e.alarm_id).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(reopened.verify_chain().unwrap(), None);
+    assert_eq!(reopened.next_alarm_id().unwrap(), 4);
+
+    writer.shutdown().await.unwrap();
+    task.await.unwrap();
+}
+
+/// On a current-thread runtime the writer only runs when the test awaits, so the
+/// queue fills deterministically.
+#[tokio::test(flavor = "current_thread")]
+async fn a_full_queue_hands_the_batch_back_and_alarms_overtake_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        readings_queue_batches: 8,
+        max_batch_readings: 1_000,
+        ..opts(&dir)
+    };
+    let (writer, task) = spawn(&o, 10);
+    for b in 0..8 {
+        writer.try_send_readings(batch(b * 1_000, 1_000)).unwrap();
+    }
+    let extra = batch(8_000, 1_000);
+    let back = writer.try_send_readings(extra.clone()).unwrap_err();
+    assert_eq!(back, extra, "the refused batch comes back whole");
+
+    let total = 8_000;
+    let seqs = writer
+        .commit_alarms(vec![alarm_event(1, 0, Transition::Raised, T0)])
+        .await
+        .unwrap();
+    assert_eq!(seqs, vec![1]);
+    // The alarm was served before the queued readings: at most the one batch the
+    // writer may have picked up since is written.
+    let stored = writer.status().readings_stored.load(Ordering::Relaxed);
+    assert!(
+        stored <= 1_000,
+        "{stored} of {total} readings went before the alarm"
+    );
+
+    // The queue drains and every accepted reading is stored, in order.
+    let status = writer.status().clone();
+    wait_for(Duration::from_secs(30), "queued readings written", || {
+        let s = status.clone();
+        async move { s.readings_stored.load(Ordering::Relaxed) == total }
+    })
+    .await;
+    writer.shutdown().await.unwrap();
+    task.await.unwrap();
+    let values = stored_values(&o);
+    assert_eq!(values, (0..total).map(|k| k as f64).collect::<Vec<_>>());
+    assert_eq!(status.readings_lost.load(Ordering::Relaxed), 0);
+}
+
+/// Fill the store's disk limit through the writer; returns how many readings were sent.
+async fn fill_until_held(writer: &StoreWriter) -> i64 {
+    let mut sent = 0;
+    loop {
+        writer.send_readings(batch(sent, 1_000)).await.unwrap();
+        sent += 1_000;
+        let s = writer.status();
+        if s.degraded.load(Ordering::Relaxed) && s.readings_held.load(Ordering::Relaxed) > 0 {
+            return sent;
+        }
+        assert!(sent < 2_000_000, "the disk limit never hit");
+        // Let the writer work through the batch before judging again.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_held_through_a_full_disk_are_written_when_space_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        disk_limit_bytes: Some(256 * 1024),
+        max_batch_readings: 1_000,
+        ..opts(&dir)
+    };
+    let (writer, task) = spawn(&o, 10);
+    Reader::open(&o.path)
+        .unwrap()
+        .register_sink("influx")
+        .unwrap();
+    let mut sent = fill_until_held(&writer).await;
+    // More arrive while the disk is full; they are held, not lost.
+    for _ in 0..5 {
+        writer.send_readings(batch(sent, 1_000)).await.unwrap();
+        sent += 1_000;
+    }
+    let status = writer.status().clone();
+    wait_for(Duration::from_secs(10), "readings held", || {
+        let s = status.clone();
+        async move { s.readings_held.load(Ordering::Relaxed) >= 5_000 }
+    })
+    .await;
+    assert!(status.degraded.load(Ordering::Relaxed));
+
+    // Alarms still get in (if the last pages are too few, by deleting the oldest
+    // readings — recorded as lost).
+    writer
+        .commit_alarms(vec![alarm_event(1, 0, Transition::Raised, T0)])
+        .await
+        .unwrap();
+
+    writer.set_disk_limit(None).await.unwrap();
+    wait_for(Duration::from_secs(30), "held readings written", || {
+        let s = status.clone();
+        async move { s.readings_held.load(Ordering::Relaxed) == 0 }
+    })
+    .await;
+    writer.shutdown().await.unwrap();
+    task.await.unwrap();
+    assert!(
+        !status.degraded.load(Ordering::Relaxed),
+        "a good write clears it"
+    );
+    assert_eq!(status.readings_stored.load(Ordering::Relaxed), sent as u64);
+    assert_eq!(
+        status.readings_lost.load(Ordering::Relaxed),
+        0,
+        "none dropped while held"
+    );
+
+    // On disk: every reading but those the alarm's room took (if any), in order, and
+    // the deleted ones are exactly the recorded loss.
+    let reader = Reader::open(&o.path).unwrap();
+    let values = stored_values(&o);
+    let lost = reader.readings_lost().unwrap() as i64;
+    assert_eq!(values.len() as i64, sent - lost);
+    assert_eq!(
+        values,
+        (lost..sent).map(|k| k as f64).collect::<Vec<_>>(),
+        "the oldest went, the rest is whole and in order"
+    );
+    assert_eq!(reader.verify_chain().unwrap(), None);
+    reader.integrity_check().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_readings_beyond_the_bound_are_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        disk_limit_bytes: Some(256 * 1024),
+        max_batch_readings: 1_000,
+        max_held_readings: 3_000,
+        ..opts(&dir)
+    };
+    let (writer, task) = spawn(&o, 10);
+    let mut sent = fill_until_held(&writer).await;
+    for _ in 0..10 {
+        writer.send_readings(batch(sent, 1_000)).await.unwrap();
+        sent += 1_000;
+    }
+    let status = writer.status().clone();
+    wait_for(Duration::from_secs(10), "overflow counted", || {
+        let s = status.clone();
+        async move {
+            s.readings_held.load(Ordering::Relaxed) == 3_000
+                && s.readings_stored.load(Ordering::Relaxed)
+                    + s.readings_lost.load(Ordering::Relaxed)
+                    + 3_000
+                    == sent as u64
+        }
+    })
+    .await;
+
+    writer.set_disk_limit(None).await.unwrap();
+    writer.shutdown().await.unwrap();
+    task.await.unwrap();
+    let lost = status.readings_lost.load(Ordering::Relaxed) as i64;
+    assert!(lost > 0);
+    let values = stored_values(&o);
+    assert_eq!(
+        values.len() as i64 + lost,
+        sent,
+        "stored + counted loss = sent"
+    );
+    // The newest 3,000 were kept; the drop took the oldest held ones.
+    assert_eq!(
+        values[values.len() - 3_000..],
+        (sent - 3_000..sent).map(|k| k as f64).collect::<Vec<_>>()[..]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_writes_the_queue_and_the_open_buckets() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        // One tick at the start, none after.
+        tick_ms: 3_600_000,
+        ..opts(&dir)
+    };
+    let (writer, task) = spawn(&o, 10);
+    // Readings of now: the bucket they open is not over, so nothing but the shutdown
+    // commits it.
+    let t0 = support::now_ms();
+    for b in 0..20 {
+        writer
+            .send_readings(batch_at(t0, b * 1_000, 1_000))
+            .await
+            .unwrap();
+    }
+    writer.shutdown().await.unwrap();
+    task.await.unwrap();
+    assert_eq!(
+        writer.try_send_readings(batch(0, 1)).unwrap_err().len(),
+        1,
+        "a stopped writer hands the batch back"
+    );
+    assert!(matches!(
+        writer.commit_alarms(Vec::new()).await,
+        Err(StoreError::WriterStopped)
+    ));
+
+    assert_eq!(
+        stored_values(&o),
+        (0..20_000).map(|k| k as f64).collect::<Vec<_>>()
+    );
+    let reader = Reader::open(&o.path).unwrap();
+    let stats = reader
+        .history_stats("CH4-3", Timestamp(t0 - 600_000), Timestamp(t0 + 600_000))
+        .unwrap();
+    assert_eq!(stats.iter().map(|s| s.count).sum::<u64>(), 2_000);
+}
