@@ -349,6 +349,38 @@ impl Reader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Alarm episodes still open in the log — their last transition is neither
+    /// `cleared` nor `removed_from_service` — with the configured id of their point,
+    /// oldest first. The gateway gives them back to the engine at start.
+    pub fn open_alarms(&self) -> Result<Vec<(String, crate::engine::Alarm)>, StoreError> {
+        let mut st = self.conn.prepare(
+            "SELECT p.id, e.seq, e.alarm_json FROM alarm_events e \
+             JOIN (SELECT alarm_id, MAX(seq) AS seq FROM alarm_events GROUP BY alarm_id) last \
+               ON last.seq = e.seq \
+             JOIN points p ON p.pid = e.pid \
+             WHERE e.transition NOT IN ('cleared', 'removed_from_service') \
+             ORDER BY e.alarm_id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (point, seq, json) = row?;
+            let alarm = serde_json::from_str(&json).map_err(|e| StoreError::BadRow {
+                table: "alarm_events",
+                seq,
+                reason: format!("alarm JSON: {e}"),
+            })?;
+            out.push((point, alarm));
+        }
+        Ok(out)
+    }
+
     /// Recompute the alarm-event and audit hash chains; the first broken row if any.
     /// (What `hazgate verify-store` runs.)
     pub fn verify_chain(&self) -> Result<Option<super::ChainBreak>, StoreError> {
