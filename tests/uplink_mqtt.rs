@@ -196,3 +196,75 @@ async fn alarms_overtake_a_realtime_backlog_and_the_backlog_drains() {
     task.await.unwrap().unwrap();
     assert!(retained_status(&broker).contains("\"offline\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtts_with_ca_client_certificate_and_password() {
+    let mut certs = None;
+    let broker = Mosquitto::start_with(|dir| {
+        mosquitto::make_certs(dir);
+        let passwd = mosquitto::tool("mosquitto_passwd", "mosquitto");
+        let ok = std::process::Command::new(passwd)
+            .args(["-b", "-c"])
+            .arg(dir.join("passwd"))
+            .args(["gateway", "s3cret"])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        certs = Some(dir.to_path_buf());
+        format!(
+            "allow_anonymous false\npassword_file {}\ncafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true\n",
+            dir.join("passwd").display(),
+            dir.join("ca.crt").display(),
+            dir.join("server.crt").display(),
+            dir.join("server.key").display(),
+        )
+    })
+    .await;
+    let certs = certs.unwrap();
+    let f = |name: &str| Some(certs.join(name).display().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let mut store = store(&path, 2);
+    let seqs = add_alarms(&mut store, 1, 5);
+    let mut o = opts(&path, broker.port, "hazgate-tls");
+    if let UplinkTransport::Mqtt(m) = &mut o.transport {
+        m.tls = Some(hazgate::uplink::TlsFiles {
+            ca_file: f("ca.crt"),
+            client_cert_file: f("client.crt"),
+            client_key_file: f("client.key"),
+        });
+        m.username = Some("gateway".into());
+        m.password = Some("s3cret".into());
+    }
+    let (sink, task) = UplinkSink::spawn(o).unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "5 alarms acknowledged over TLS",
+        || sink.status().alarms_sent.load(Ordering::Relaxed) == 5,
+    )
+    .await;
+    let reader = hazgate::store::Reader::open(&path).unwrap();
+    assert_eq!(reader.cursor("uplink").unwrap().events_seq, seqs[4]);
+    sink.shutdown().await;
+    task.await.unwrap().unwrap();
+
+    // A wrong CA: the link never comes up, nothing is acknowledged, the cursor waits.
+    add_alarms(&mut store, 6, 1);
+    let mut o = opts(&path, broker.port, "hazgate-tls");
+    if let UplinkTransport::Mqtt(m) = &mut o.transport {
+        m.tls = Some(hazgate::uplink::TlsFiles {
+            ca_file: f("client.crt"),
+            client_cert_file: f("client.crt"),
+            client_key_file: f("client.key"),
+        });
+    }
+    let (sink, task) = UplinkSink::spawn(o).unwrap();
+    wait_until(Duration::from_secs(10), "TLS failures counted", || {
+        sink.status().send_failures.load(Ordering::Relaxed) >= 2
+    })
+    .await;
+    assert_eq!(sink.status().alarms_sent.load(Ordering::Relaxed), 0);
+    assert_eq!(reader.cursor("uplink").unwrap().events_seq, seqs[4]);
+    sink.shutdown().await;
+    task.await.unwrap().unwrap();
+}
