@@ -152,3 +152,47 @@ async fn kj_text_bodies_carry_alarms_and_realtime_records() {
     sink.shutdown().await;
     task.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_sink_resumes_from_its_cursor_without_loss() {
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let mut store = store(&path, 2);
+    let mut seqs = add_alarms(&mut store, 1, 5);
+    let (sink, task) = UplinkSink::spawn(opts(&path, rx.url(), false)).unwrap();
+    wait_until(Duration::from_secs(10), "5 alarms accepted", || {
+        sink.status().alarms_sent.load(Ordering::Relaxed) == 5
+    })
+    .await;
+    // Killed, not shut down: the cursor is what was committed.
+    task.abort();
+    let _ = task.await;
+    drop(sink);
+    seqs.extend(add_alarms(&mut store, 6, 5));
+    let (sink, task) = UplinkSink::spawn(opts(&path, rx.url(), false)).unwrap();
+    assert_eq!(
+        sink.status().alarm_cursor.load(Ordering::Relaxed),
+        seqs[4] as u64
+    );
+    let expected: Vec<String> = seqs.iter().map(|s| format!("{SITE}-a{s}")).collect();
+    wait_until(Duration::from_secs(10), "all 10 alarms accepted", || {
+        let got: Vec<String> = rx
+            .accepted()
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                v["id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        dedup(&got) == expected
+    })
+    .await;
+    // Plain JSON body when SM4 is off.
+    assert_eq!(
+        rx.accepted()[0].header("content-type"),
+        Some("application/json")
+    );
+    sink.shutdown().await;
+    task.await.unwrap().unwrap();
+}
