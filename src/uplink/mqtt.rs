@@ -273,16 +273,18 @@ impl MqttLink {
     }
 
     /// Publish the retained `offline` status (waiting up to `wait` for its ack), then
-    /// disconnect cleanly.
+    /// disconnect cleanly (a clean DISCONNECT keeps the broker from sending the will,
+    /// which says the same).
     pub async fn close(&mut self, wait: Duration) {
         if self.state == State::Connected {
             let status = encode::status(&self.site, false, now_ms());
-            let msg = [status];
-            let topic = self.topic(encode::MessageKind::Status);
-            if self.publish(Tag::Msg(0), topic, msg[0].payload.clone(), true) {
+            let topic = self.topic(status.kind);
+            // Tracked as message 0 so its PUBACK is recognised.
+            if self.publish(Tag::Msg(0), topic, status.payload, true) {
                 let _ = tokio::time::timeout(wait, async {
                     while let Some(ev) = self.events.recv().await {
-                        if let Some(Tag::Msg(0)) | None = self.on_event_tag(ev) {
+                        let down = matches!(ev, LinkEvent::Down(_));
+                        if down || self.on_event(ev) == Some(Tag::Msg(0)) {
                             break;
                         }
                     }
@@ -290,16 +292,9 @@ impl MqttLink {
                 .await;
             }
         }
-        let _ = self.client.try_disconnect();
-    }
-
-    fn on_event_tag(&mut self, ev: LinkEvent) -> Option<Tag> {
-        let down = matches!(ev, LinkEvent::Down(_));
-        let t = self.on_event(ev);
-        if down {
-            None
-        } else {
-            t.or(Some(Tag::Status))
+        if self.client.try_disconnect().is_ok() {
+            // The event loop ends once the DISCONNECT is written.
+            let _ = tokio::time::timeout(wait, &mut self.task).await;
         }
     }
 }
@@ -314,6 +309,7 @@ async fn event_loop(
             Ok(Event::Incoming(Packet::ConnAck(_))) => LinkEvent::Connected,
             Ok(Event::Incoming(Packet::PubAck(a))) => LinkEvent::Acked(a.pkid),
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
             Ok(_) => continue,
             Err(e) => {
                 if tx.send(LinkEvent::Down(e.to_string())).await.is_err() {
