@@ -38,6 +38,9 @@
 //!   statistics, hash-chained alarm events and audit, sink cursors, retention.
 //! - [`sinks`]: consumers that read the log by their own cursor — the InfluxDB sink
 //!   (line protocol over `/api/v2/write` or `/write`).
+//! - [`uplink`]: the feed to the provincial supervision platform — alarm transitions
+//!   first, real-time values and a heartbeat, read from the log by its own cursor and
+//!   sent over MQTT (QoS 1) or HTTP(S) (optionally SM4-encrypted), as JSON or KJ text.
 
 pub mod actions;
 pub mod config;
@@ -48,3 +51,4 @@ pub mod replay;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod uplink;

@@ -202,4 +202,86 @@ impl Config {
             ..InfluxOptions::default()
         })
     }
+
+    /// The uplink's options from `[uplink]`, if configured, with the grades of `spec`
+    /// for the thresholds in alarm messages. Call on a validated configuration.
+    pub fn uplink_options(&self, spec: &EngineSpec) -> Option<crate::uplink::UplinkOptions> {
+        use crate::uplink::{self as up, encode::GradeInfo};
+        let c = self.uplink.as_ref()?;
+        let site = c.site_code.clone().unwrap_or_else(|| self.site.id.clone());
+        let tls = up::TlsFiles {
+            ca_file: c.ca_file.clone(),
+            client_cert_file: c.client_cert_file.clone(),
+            client_key_file: c.client_key_file.clone(),
+        };
+        let transport = match c.transport {
+            UplinkTransport::Mqtt => {
+                let (host, port, secure) = crate::sources::mqtt::build::parse_broker(&c.url);
+                up::UplinkTransport::Mqtt(up::MqttUplink {
+                    host,
+                    port,
+                    tls: secure.then_some(tls),
+                    client_id: c
+                        .client_id
+                        .clone()
+                        .unwrap_or_else(|| format!("hazgate-{site}")),
+                    username: c.username.clone(),
+                    password: c.password.clone(),
+                    topic_prefix: c.topic_prefix.clone(),
+                    keep_alive_s: 15,
+                })
+            }
+            UplinkTransport::Https => {
+                let sm4 = match (&c.sm4_key_hex, &c.sm4_iv_hex) {
+                    (Some(k), Some(iv)) => up::sm4::Sm4Key::from_hex(k, iv).ok(),
+                    _ => None,
+                };
+                up::UplinkTransport::Http(up::HttpUplink {
+                    url: c.url.clone(),
+                    tls,
+                    appid: c.appid.clone(),
+                    appsecret: c.appsecret.clone(),
+                    sm4,
+                    request_timeout_ms: c.request_timeout_ms,
+                })
+            }
+        };
+        let mut o = up::UplinkOptions::new(
+            std::path::PathBuf::from(&self.storage.path),
+            &site,
+            transport,
+        );
+        o.format = match c.format {
+            UplinkFormat::Json => up::Format::Json,
+            UplinkFormat::KjText => up::Format::KjText,
+        };
+        o.utc_offset_min = c.utc_offset_min;
+        o.realtime = c.send_realtime;
+        o.realtime_interval_ms = c.realtime_interval_ms;
+        o.realtime_batch_max = c.realtime_batch_max as usize;
+        o.heartbeat_interval_ms = c.heartbeat_interval_ms;
+        o.retry_max_ms = c.retry_max_ms;
+        o.grades = spec
+            .points
+            .iter()
+            .map(|p| {
+                let grades = p
+                    .grades
+                    .iter()
+                    .map(|g| GradeInfo {
+                        name: g.name.clone(),
+                        direction: match g.direction {
+                            crate::model::Direction::High => "high",
+                            crate::model::Direction::Low => "low",
+                        },
+                        trigger: g.trigger,
+                        restore: g.restore,
+                        power_cut: g.power_cut,
+                    })
+                    .collect();
+                (p.id.clone(), grades)
+            })
+            .collect();
+        Some(o)
+    }
 }

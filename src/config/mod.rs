@@ -773,10 +773,88 @@ pub struct UplinkConfig {
     /// figure is still unverified, DOMAIN.md §2).
     #[serde(default = "default_realtime_interval_ms")]
     pub realtime_interval_ms: u64,
+    /// Send real-time values at all (alarms and heartbeats always go). Default: true.
+    #[serde(default = "default_true_uplink")]
+    pub send_realtime: bool,
+    /// Most readings in one real-time message (> 0). Default: 1000.
+    #[serde(default = "default_realtime_batch_max")]
+    pub realtime_batch_max: u32,
+    /// Heartbeat interval (ms); 0 sends none. Default: 60000.
+    #[serde(default = "default_uplink_heartbeat_ms")]
+    pub heartbeat_interval_ms: u64,
+    /// Longest delay between retries after a failed send (ms, > 0). Short, so an alarm
+    /// goes out soon after the link is back. Default: 2000.
+    #[serde(default = "default_uplink_retry_max_ms")]
+    pub retry_max_ms: u64,
+    /// Minutes east of UTC for the times in KJ text records (-720 to 840).
+    /// Default: 480 (Beijing time).
+    #[serde(default = "default_utc_offset_min")]
+    pub utc_offset_min: i32,
+    /// MQTT: topics are `<topic_prefix>/<site_code>/<alarm|realtime|heartbeat|status>`;
+    /// no `+` or `#`. Default: `hazgate`.
+    #[serde(default = "default_topic_prefix")]
+    pub topic_prefix: String,
+    /// MQTT client id, stable so the broker keeps the session. Default:
+    /// `hazgate-<site_code>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// MQTT user name. Default: none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// MQTT password. Default: none.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// CA certificates (PEM) for `mqtts://` / `https://`. Default: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Client certificate (PEM); needs `client_key_file`. Default: none.
+    #[serde(default)]
+    pub client_cert_file: Option<String>,
+    /// Client private key (PEM); needs `client_cert_file`. Default: none.
+    #[serde(default)]
+    pub client_key_file: Option<String>,
+    /// HTTPS: the `appid` header (and body field with SM4) the platform issued.
+    /// Default: none.
+    #[serde(default)]
+    pub appid: Option<String>,
+    /// HTTPS: the `appsecret` header. Default: none.
+    #[serde(default)]
+    pub appsecret: Option<String>,
+    /// HTTPS: SM4 key, 32 hex digits; with `sm4_iv_hex` the body is sent
+    /// SM4-CBC/PKCS#7-encrypted. Default: none (plain body).
+    #[serde(default)]
+    pub sm4_key_hex: Option<String>,
+    /// HTTPS: SM4 IV ("salt"), 32 hex digits; needs `sm4_key_hex`. Default: none.
+    #[serde(default)]
+    pub sm4_iv_hex: Option<String>,
+    /// HTTPS: timeout of one request (ms, > 0). Default: 10000.
+    #[serde(default = "default_uplink_request_timeout_ms")]
+    pub request_timeout_ms: u64,
 }
 
 fn default_realtime_interval_ms() -> u64 {
     30_000
+}
+fn default_true_uplink() -> bool {
+    true
+}
+fn default_realtime_batch_max() -> u32 {
+    1_000
+}
+fn default_uplink_heartbeat_ms() -> u64 {
+    60_000
+}
+fn default_uplink_retry_max_ms() -> u64 {
+    2_000
+}
+fn default_utc_offset_min() -> i32 {
+    480
+}
+fn default_topic_prefix() -> String {
+    "hazgate".to_owned()
+}
+fn default_uplink_request_timeout_ms() -> u64 {
+    10_000
 }
 
 /// API roles, least privileged first.

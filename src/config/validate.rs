@@ -1208,6 +1208,93 @@ fn check_uplink(c: &mut Checker) {
         uplink.realtime_interval_ms,
         path.key("realtime_interval_ms"),
     );
+    c.positive(
+        u64::from(uplink.realtime_batch_max),
+        path.key("realtime_batch_max"),
+    );
+    c.positive(uplink.retry_max_ms, path.key("retry_max_ms"));
+    c.positive(uplink.request_timeout_ms, path.key("request_timeout_ms"));
+    if !(-720..=840).contains(&uplink.utc_offset_min) {
+        c.report(
+            Problem::Value,
+            path.key("utc_offset_min"),
+            format!(
+                "{} minutes is not a UTC offset: expected -720 to 840 (480 = Beijing time)",
+                uplink.utc_offset_min
+            ),
+        );
+    }
+    let prefix = &uplink.topic_prefix;
+    if prefix.trim().is_empty() || prefix.contains(['+', '#']) {
+        c.report(
+            Problem::Value,
+            path.key("topic_prefix"),
+            format!("`{prefix}` is not a topic prefix: it must be non-empty, without `+` or `#`"),
+        );
+    }
+    if let Some(id) = &uplink.client_id {
+        c.non_empty(id, path.key("client_id"));
+    }
+    match (&uplink.client_cert_file, &uplink.client_key_file) {
+        (Some(_), None) => c.report(
+            Problem::Missing,
+            path.key("client_key_file"),
+            "`client_cert_file` needs `client_key_file`",
+        ),
+        (None, Some(_)) => c.report(
+            Problem::Missing,
+            path.key("client_cert_file"),
+            "`client_key_file` needs `client_cert_file`",
+        ),
+        _ => {}
+    }
+    let sm4 = [
+        ("sm4_key_hex", &uplink.sm4_key_hex),
+        ("sm4_iv_hex", &uplink.sm4_iv_hex),
+    ];
+    for (key, value) in sm4 {
+        let Some(v) = value else { continue };
+        if uplink.transport != UplinkTransport::Https {
+            c.report(
+                Problem::Value,
+                path.key(key),
+                "SM4 body encryption applies to `transport = \"https\"` only",
+            );
+        } else if v.len() != 32 || !v.chars().all(|ch| ch.is_ascii_hexdigit()) {
+            c.report(
+                Problem::Value,
+                path.key(key),
+                "must be 32 hex digits (16 bytes), as issued by the platform",
+            );
+        }
+    }
+    match (&uplink.sm4_key_hex, &uplink.sm4_iv_hex) {
+        (Some(_), None) => c.report(
+            Problem::Missing,
+            path.key("sm4_iv_hex"),
+            "`sm4_key_hex` needs `sm4_iv_hex`",
+        ),
+        (None, Some(_)) => c.report(
+            Problem::Missing,
+            path.key("sm4_key_hex"),
+            "`sm4_iv_hex` needs `sm4_key_hex`",
+        ),
+        _ => {}
+    }
+    if uplink.transport == UplinkTransport::Https {
+        for (key, value) in [
+            ("username", &uplink.username),
+            ("password", &uplink.password),
+        ] {
+            if value.is_some() {
+                c.report(
+                    Problem::Value,
+                    path.key(key),
+                    "applies to `transport = \"mqtt\"` only (HTTPS uses `appid`/`appsecret`)",
+                );
+            }
+        }
+    }
 }
 
 fn check_api(c: &mut Checker) {

@@ -1,0 +1,510 @@
+//! The uplink to the provincial safety-supervision / emergency command platform:
+//! alarm transitions, real-time values and a heartbeat, read from the durable log by
+//! the uplink's own cursor and sent over MQTT or HTTP(S), as JSON or as the legacy
+//! KJ text records. The message formats are in [`encode`] and `docs/uplink.md`.
+//!
+//! # Invariants
+//!
+//! - **The store is the queue.** Alarm events (`alarm_events.seq`) and readings
+//!   (`readings.seq`) are read after the uplink's [`SinkCursor`] (kept under
+//!   [`UplinkOptions::name`]); the cursor moves only past messages the platform
+//!   acknowledged (MQTT PUBACK, HTTP 2xx). A failed send hands nothing over: the rows
+//!   stay in the store and are sent again, in the same order, after a backoff.
+//!   Delivery is at-least-once, in store order (so in order per hazard source), with
+//!   stable message ids ([`encode`]) the receiver uses to drop duplicates.
+//! - **Alarms go first.** Each round sends every pending alarm event before one
+//!   batch of at most [`UplinkOptions::realtime_batch_max`] readings, so a new alarm
+//!   waits at most one real-time message even while hours of backlog drain.
+//! - **Real-time values** are sent every [`UplinkOptions::realtime_interval_ms`] when
+//!   caught up, and back to back while there is a backlog.
+//! - **Heartbeats** are not stored: one that cannot be sent is counted
+//!   ([`UplinkStatus::heartbeats_missed`]) and the next one is due an interval later.
+//! - MQTT: a retained `online` status on every connect; a retained `offline` last will
+//!   (the broker publishes it when the gateway vanishes) and the same message on a
+//!   clean shutdown.
+//!
+//! # Task
+//!
+//! [`UplinkSink::spawn`] starts the driver; the [`UplinkSink`] handle talks to it over
+//! a bounded command channel of capacity 4. [`UplinkSink::wake`] uses `try_send`:
+//! when the channel is full a wake is already pending, so skipping it loses nothing.
+//! [`UplinkSink::shutdown`] waits for room. Dropping every handle stops the sink at
+//! its next safe point, as a shutdown does.
+
+pub mod encode;
+pub mod http;
+pub mod mqtt;
+pub mod options;
+pub mod sm4;
+mod tls;
+
+pub use encode::{Format, GradeInfo, Message, MessageKind};
+pub use options::{HttpUplink, MqttUplink, TlsFiles, UplinkOptions, UplinkTransport};
+
+use crate::engine::Alarm;
+use crate::model::Timestamp;
+use crate::store::{PointRow, Reader, SinkCursor, StoreError};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// Errors of the uplink.
+#[derive(Debug, thiserror::Error)]
+pub enum UplinkError {
+    #[error("bad URL {0}")]
+    Url(String),
+    #[error("TLS set-up: {0}")]
+    Tls(String),
+    /// The connection failed or was lost.
+    #[error("link: {0}")]
+    Link(String),
+    /// The platform answered but did not accept the message.
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("the uplink's store connection was lost")]
+    Stopped,
+}
+
+/// Counters a metrics endpoint can read.
+#[derive(Debug, Default)]
+pub struct UplinkStatus {
+    /// Alarm transitions the platform acknowledged.
+    pub alarms_sent: AtomicU64,
+    /// Readings the platform acknowledged.
+    pub readings_sent: AtomicU64,
+    /// Messages acknowledged (alarms, real-time batches, heartbeats).
+    pub messages_sent: AtomicU64,
+    pub heartbeats_sent: AtomicU64,
+    /// Heartbeats that could not be sent (not retried: the next one replaces them).
+    pub heartbeats_missed: AtomicU64,
+    /// Failed sends (each is retried after a backoff).
+    pub send_failures: AtomicU64,
+    /// Alarm events whose stored JSON could not be decoded (sent with the stored
+    /// columns only).
+    pub bad_alarm_json: AtomicU64,
+    /// Committed cursor: last acknowledged `alarm_events.seq`.
+    pub alarm_cursor: AtomicU64,
+    /// Committed cursor: last acknowledged `readings.seq`.
+    pub reading_cursor: AtomicU64,
+    /// Readings in the store after the cursor (gauge).
+    pub backlog_readings: AtomicU64,
+    /// The link is up (MQTT connected; HTTP: the last request succeeded).
+    pub connected: AtomicBool,
+}
+
+enum Command {
+    Wake,
+    Shutdown,
+}
+
+/// Handle to a running uplink.
+#[derive(Clone)]
+pub struct UplinkSink {
+    cmd: mpsc::Sender<Command>,
+    status: Arc<UplinkStatus>,
+}
+
+enum Link {
+    Mqtt(mqtt::MqttLink),
+    Http(http::HttpLink),
+}
+
+impl Link {
+    async fn send(&mut self, msgs: &[Message]) -> Result<(), (usize, UplinkError)> {
+        match self {
+            Link::Mqtt(l) => l.send(msgs).await,
+            Link::Http(l) => l.send(msgs).await,
+        }
+    }
+
+    async fn idle(&mut self) {
+        match self {
+            Link::Mqtt(l) => l.idle().await,
+            Link::Http(_) => std::future::pending().await,
+        }
+    }
+
+    fn resume(&mut self) {
+        if let Link::Mqtt(l) = self {
+            l.resume();
+        }
+    }
+
+    fn is_down(&self) -> bool {
+        matches!(self, Link::Mqtt(l) if l.is_down())
+    }
+
+    fn is_connected(&self) -> Option<bool> {
+        match self {
+            Link::Mqtt(l) => Some(l.is_connected()),
+            Link::Http(_) => None,
+        }
+    }
+}
+
+impl UplinkSink {
+    /// Open the store, start the link and the driver task.
+    pub fn spawn(
+        opts: UplinkOptions,
+    ) -> Result<(UplinkSink, tokio::task::JoinHandle<Result<(), UplinkError>>), UplinkError> {
+        let reader = Reader::open(&opts.store_path)?;
+        let cursor = reader.register_sink(&opts.name)?;
+        let link = match &opts.transport {
+            UplinkTransport::Mqtt(m) => Link::Mqtt(mqtt::MqttLink::start(
+                m,
+                &opts.site,
+                opts.alarm_batch_max.max(64),
+            )?),
+            UplinkTransport::Http(h) => {
+                Link::Http(http::HttpLink::new(h, opts.format == Format::Json)?)
+            }
+        };
+        let (cmd, cmd_rx) = mpsc::channel(4);
+        let status = Arc::new(UplinkStatus::default());
+        status
+            .alarm_cursor
+            .store(cursor.events_seq.max(0) as u64, Ordering::Relaxed);
+        status
+            .reading_cursor
+            .store(cursor.readings_seq.max(0) as u64, Ordering::Relaxed);
+        let driver = Driver {
+            known: Known {
+                points: HashMap::new(),
+                grades: opts.grades.clone(),
+            },
+            opts,
+            link,
+            reader: Some(reader),
+            cursor,
+            status: status.clone(),
+            cmd: cmd_rx,
+            stop: false,
+            attempt: 0,
+        };
+        let span = tracing::info_span!("sink", sink = %driver.opts.name, kind = "uplink");
+        let task = tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
+        Ok((UplinkSink { cmd, status }, task))
+    }
+
+    /// Counters for metrics.
+    pub fn status(&self) -> &Arc<UplinkStatus> {
+        &self.status
+    }
+
+    /// New rows (an alarm event) were stored: look now instead of at the next poll.
+    pub fn wake(&self) {
+        let _ = self.cmd.try_send(Command::Wake);
+    }
+
+    /// Ask the sink to stop at its next safe point (await the join handle to wait).
+    pub async fn shutdown(&self) {
+        let _ = self.cmd.send(Command::Shutdown).await;
+    }
+}
+
+struct Known {
+    points: HashMap<i64, PointRow>,
+    grades: HashMap<String, Vec<GradeInfo>>,
+}
+
+impl encode::Points for Known {
+    fn point(&self, pid: i64) -> Option<&PointRow> {
+        self.points.get(&pid)
+    }
+    fn grade(&self, point_id: &str, index: u16) -> Option<&GradeInfo> {
+        self.grades.get(point_id)?.get(usize::from(index))
+    }
+}
+
+struct Driver {
+    opts: UplinkOptions,
+    link: Link,
+    reader: Option<Reader>,
+    cursor: SinkCursor,
+    known: Known,
+    status: Arc<UplinkStatus>,
+    cmd: mpsc::Receiver<Command>,
+    stop: bool,
+    attempt: u32,
+}
+
+fn wall_clock() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0),
+    )
+}
+
+/// What a send round was about, for the bookkeeping after it.
+enum Sent {
+    Alarms(Vec<i64>),
+    Readings(i64, u64),
+    Heartbeat,
+}
+
+impl Driver {
+    async fn db<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&Reader) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, UplinkError> {
+        let reader = self.reader.take().ok_or(UplinkError::Stopped)?;
+        let (reader, r) = tokio::task::spawn_blocking(move || {
+            let r = f(&reader);
+            (reader, r)
+        })
+        .await
+        .map_err(|_| UplinkError::Stopped)?;
+        self.reader = Some(reader);
+        Ok(r?)
+    }
+
+    fn backoff(&self) -> Duration {
+        let max = self.opts.retry_max_ms.max(1);
+        let base = self
+            .opts
+            .retry_initial_ms
+            .max(1)
+            .saturating_mul(1u64 << self.attempt.min(20));
+        let jittered = base.min(max) as f64 * (0.5 + fastrand::f64());
+        Duration::from_millis((jittered as u64).clamp(1, max))
+    }
+
+    /// Wait until `deadline`, a wake (when `wake_early`) or a shutdown, driving the
+    /// link meanwhile. Returns false when stopping.
+    async fn wait_until(&mut self, deadline: Instant, wake_early: bool) -> bool {
+        loop {
+            if self.stop {
+                return false;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return true,
+                c = self.cmd.recv() => match c {
+                    Some(Command::Wake) if wake_early => return true,
+                    Some(Command::Wake) => {}
+                    Some(Command::Shutdown) | None => self.stop = true,
+                },
+                _ = self.link.idle() => {
+                    if let Some(up) = self.link.is_connected() {
+                        self.status.connected.store(up, Ordering::Relaxed);
+                    }
+                    if self.link.is_down() {
+                        // Lost while idle: the main loop reconnects after a backoff.
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn commit(&mut self) {
+        let (name, cursor) = (self.opts.name.clone(), self.cursor);
+        if let Err(e) = self
+            .db(move |r| r.commit_cursor(&name, cursor, wall_clock()))
+            .await
+        {
+            // The rows will be sent again after a restart: at-least-once.
+            tracing::warn!(error = %e, "committing the uplink cursor failed");
+        }
+        self.status
+            .alarm_cursor
+            .store(self.cursor.events_seq.max(0) as u64, Ordering::Relaxed);
+        self.status
+            .reading_cursor
+            .store(self.cursor.readings_seq.max(0) as u64, Ordering::Relaxed);
+    }
+
+    async fn refresh_points(&mut self, pids: impl Iterator<Item = i64>) -> Result<(), UplinkError> {
+        let mut missing = false;
+        for p in pids {
+            missing |= !self.known.points.contains_key(&p);
+        }
+        if missing {
+            let points = self.db(|r| r.points()).await?;
+            self.known.points = points.into_iter().map(|p| (p.pid, p)).collect();
+        }
+        Ok(())
+    }
+
+    async fn run(mut self) -> Result<(), UplinkError> {
+        let alarm_poll = Duration::from_millis(self.opts.alarm_poll_interval_ms.max(1));
+        let rt_every = Duration::from_millis(self.opts.realtime_interval_ms.max(1));
+        let hb_every = Duration::from_millis(self.opts.heartbeat_interval_ms);
+        let mut next_rt = Instant::now();
+        let mut next_hb = Instant::now();
+        let mut next_try = Instant::now();
+        let (site, format, offset) = (
+            self.opts.site.clone(),
+            self.opts.format,
+            self.opts.utc_offset_min,
+        );
+        while !self.stop {
+            if self.link.is_down() && next_try <= Instant::now() {
+                // Lost while idle (a failed send sets `next_try` itself).
+                next_try = Instant::now() + self.backoff();
+                self.attempt = self.attempt.saturating_add(1);
+            }
+            if Instant::now() < next_try && !self.wait_until(next_try, false).await {
+                break;
+            }
+            self.link.resume();
+            // 1. Every pending alarm event, before anything else.
+            let after = self.cursor.events_seq;
+            let limit = self.opts.alarm_batch_max.max(1);
+            let events = match self.db(move |r| r.read_events_after(after, limit)).await {
+                Ok(v) => v,
+                Err(UplinkError::Stopped) => return Err(UplinkError::Stopped),
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading alarm events failed; retrying");
+                    next_try = Instant::now() + alarm_poll;
+                    continue;
+                }
+            };
+            let now = Instant::now();
+            let (msgs, sent) = if !events.is_empty() {
+                self.refresh_points(events.iter().filter_map(|e| e.pid))
+                    .await?;
+                let mut msgs = Vec::with_capacity(events.len());
+                for ev in &events {
+                    let alarm: Option<Alarm> = serde_json::from_str(&ev.alarm_json).ok();
+                    if alarm.is_none() {
+                        self.status.bad_alarm_json.fetch_add(1, Ordering::Relaxed);
+                    }
+                    msgs.push(encode::alarm(
+                        format,
+                        &site,
+                        offset,
+                        ev,
+                        alarm.as_ref(),
+                        &self.known,
+                    ));
+                }
+                (msgs, Sent::Alarms(events.iter().map(|e| e.seq).collect()))
+            } else if !hb_every.is_zero() && now >= next_hb {
+                // 2. The heartbeat, when due.
+                next_hb = now + hb_every;
+                let hb = encode::Heartbeat {
+                    ts: wall_clock().0,
+                    alarm_seq: self.cursor.events_seq,
+                    reading_seq: self.cursor.readings_seq,
+                    backlog: self.status.backlog_readings.load(Ordering::Relaxed),
+                };
+                (
+                    vec![encode::heartbeat(format, &site, offset, hb)],
+                    Sent::Heartbeat,
+                )
+            } else if self.opts.realtime && now >= next_rt {
+                // 3. One batch of readings.
+                let after = self.cursor.readings_seq;
+                let limit = self.opts.realtime_batch_max.max(1);
+                let read = self
+                    .db(move |r| Ok((r.read_readings_after(after, limit)?, r.last_reading_seq()?)))
+                    .await;
+                let (rows, last) = match read {
+                    Ok(v) => v,
+                    Err(UplinkError::Stopped) => return Err(UplinkError::Stopped),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading readings failed; retrying");
+                        next_try = Instant::now() + alarm_poll;
+                        continue;
+                    }
+                };
+                self.status
+                    .backlog_readings
+                    .store((last - after).max(0) as u64, Ordering::Relaxed);
+                if rows.len() < limit {
+                    // Caught up after this batch: the next one is due an interval later.
+                    next_rt = now + rt_every;
+                }
+                let Some(last_row) = rows.last() else {
+                    continue;
+                };
+                let last_seq = last_row.seq;
+                self.refresh_points(rows.iter().map(|r| r.pid)).await?;
+                let m = encode::realtime(format, &site, offset, &rows, &self.known);
+                (vec![m], Sent::Readings(last_seq, rows.len() as u64))
+            } else {
+                // 4. Nothing due: wait for a wake, the next poll or the next deadline.
+                let mut deadline = now + alarm_poll;
+                if self.opts.realtime {
+                    deadline = deadline.min(next_rt);
+                }
+                if !hb_every.is_zero() {
+                    deadline = deadline.min(next_hb);
+                }
+                self.wait_until(deadline, true).await;
+                continue;
+            };
+            let result = self.link.send(&msgs).await;
+            let (ok, err) = match result {
+                Ok(()) => (msgs.len(), None),
+                Err((ok, e)) => (ok, Some(e)),
+            };
+            match sent {
+                Sent::Alarms(seqs) => {
+                    if ok > 0 {
+                        self.cursor.events_seq = seqs[ok - 1];
+                        self.status
+                            .alarms_sent
+                            .fetch_add(ok as u64, Ordering::Relaxed);
+                        self.commit().await;
+                    }
+                }
+                Sent::Readings(last, n) => {
+                    if err.is_none() {
+                        self.cursor.readings_seq = last;
+                        self.status.readings_sent.fetch_add(n, Ordering::Relaxed);
+                        self.commit().await;
+                    }
+                }
+                Sent::Heartbeat => {
+                    let c = if err.is_none() {
+                        &self.status.heartbeats_sent
+                    } else {
+                        &self.status.heartbeats_missed
+                    };
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            self.status
+                .messages_sent
+                .fetch_add(ok as u64, Ordering::Relaxed);
+            match err {
+                None => {
+                    self.attempt = 0;
+                    self.status.connected.store(true, Ordering::Relaxed);
+                }
+                Some(e) => {
+                    self.status.send_failures.fetch_add(1, Ordering::Relaxed);
+                    self.status.connected.store(false, Ordering::Relaxed);
+                    let delay = self.backoff();
+                    if self.attempt == 0 || self.attempt % 10 == 0 {
+                        tracing::warn!(
+                            error = %e,
+                            attempt = self.attempt,
+                            retry_in_ms = delay.as_millis() as u64,
+                            "uplink send failed; the rows stay in the store and will be sent again"
+                        );
+                    }
+                    self.attempt = self.attempt.saturating_add(1);
+                    next_try = Instant::now() + delay;
+                }
+            }
+        }
+        if let Link::Mqtt(l) = &mut self.link {
+            l.close(Duration::from_secs(2)).await;
+        }
+        tracing::info!(
+            alarm_cursor = self.cursor.events_seq,
+            reading_cursor = self.cursor.readings_seq,
+            "uplink stopped"
+        );
+        Ok(())
+    }
+}

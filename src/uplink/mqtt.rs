@@ -1,0 +1,331 @@
+//! The MQTT link: QoS 1 PUBLISH on a persistent session, a retained `online` status
+//! on every connect, and a retained `offline` last will.
+//!
+//! # How acknowledgements are tracked
+//!
+//! rumqttc's event loop runs in its own task and is never cancelled half-way (a
+//! cancelled write could corrupt the stream). It reports what the sink needs over a
+//! bounded channel ([`EVENT_CAPACITY`]; the loop waits when it is full, which only
+//! slows the connection): CONNACK, each outgoing PUBLISH with its packet id (in the
+//! order they were requested), each PUBACK, and a failure.
+//!
+//! After a failure the loop *stops* until the link says to go on. Then it drops
+//! everything rumqttc kept for re-sending (its `pending` list and requests still in
+//! its channel): the link re-publishes, itself and in order, every message not yet
+//! acknowledged. So the packet-id bookkeeping starts clean on every connection, and
+//! a message is never in two places at once. Duplicates across a reconnect are
+//! possible (a PUBACK lost with the connection); the stable ids let the receiver drop
+//! them.
+
+use super::encode::{self, Message};
+use super::options::MqttUplink;
+use super::UplinkError;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Capacity of the event channel from the event-loop task to the link.
+pub const EVENT_CAPACITY: usize = 4096;
+
+/// Capacity of rumqttc's request channel; the link never has more than
+/// `max_in_flight` + 2 requests outstanding, so `try_publish` always finds room.
+const REQUEST_SLACK: usize = 16;
+
+#[derive(Debug)]
+enum LinkEvent {
+    Connected,
+    Sent(u16),
+    Acked(u16),
+    Down(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    /// Message `i` of the batch being sent.
+    Msg(usize),
+    /// The retained status (not tracked beyond its ack).
+    Status,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Connecting,
+    Connected,
+    /// The loop stopped after a failure and waits for `resume`.
+    Down,
+}
+
+/// One MQTT connection to the platform.
+pub struct MqttLink {
+    client: AsyncClient,
+    events: mpsc::Receiver<LinkEvent>,
+    resume: mpsc::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+    base: String,
+    site: String,
+    state: State,
+    issued: VecDeque<Tag>,
+    in_flight: HashMap<u16, Tag>,
+    max_in_flight: usize,
+    last_error: String,
+}
+
+impl Drop for MqttLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+impl MqttLink {
+    /// Build the client and start its event loop (it connects at once).
+    pub fn start(
+        o: &MqttUplink,
+        site: &str,
+        max_in_flight: usize,
+    ) -> Result<MqttLink, UplinkError> {
+        let base = format!("{}/{}", o.topic_prefix.trim_end_matches('/'), site);
+        let max_in_flight = max_in_flight.clamp(1, u16::MAX as usize / 2);
+        let mut mo = MqttOptions::new(&o.client_id, &o.host, o.port);
+        mo.set_keep_alive(Duration::from_secs(o.keep_alive_s.max(5)))
+            .set_clean_session(false)
+            .set_inflight(u16::try_from(max_in_flight + 2).unwrap_or(u16::MAX))
+            .set_max_packet_size(16 << 20, 1 << 20)
+            .set_last_will(LastWill::new(
+                format!("{base}/status"),
+                encode::status(site, false, 0).payload,
+                QoS::AtLeastOnce,
+                true,
+            ));
+        if let Some(user) = &o.username {
+            mo.set_credentials(user, o.password.clone().unwrap_or_default());
+        }
+        if let Some(tls) = &o.tls {
+            let cfg = super::tls::client_config(tls)?;
+            mo.set_transport(rumqttc::Transport::tls_with_config(
+                rumqttc::TlsConfiguration::Rustls(cfg),
+            ));
+        }
+        let (client, mut el) = AsyncClient::new(mo, max_in_flight + REQUEST_SLACK);
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        net.set_connection_timeout(5);
+        el.set_network_options(net);
+        let (tx, events) = mpsc::channel(EVENT_CAPACITY);
+        let (resume, resume_rx) = mpsc::channel(1);
+        let task = tokio::spawn(event_loop(el, tx, resume_rx));
+        Ok(MqttLink {
+            client,
+            events,
+            resume,
+            task,
+            base,
+            site: site.to_owned(),
+            state: State::Connecting,
+            issued: VecDeque::new(),
+            in_flight: HashMap::new(),
+            max_in_flight,
+            last_error: String::new(),
+        })
+    }
+
+    /// The connection failed and waits for [`MqttLink::resume`].
+    pub fn is_down(&self) -> bool {
+        self.state == State::Down
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// The topic of a message kind.
+    pub fn topic(&self, kind: encode::MessageKind) -> String {
+        format!("{}/{}", self.base, kind.as_str())
+    }
+
+    /// Let a stopped loop reconnect (call after the backoff delay).
+    pub fn resume(&mut self) {
+        if self.state == State::Down && self.resume.try_send(()).is_ok() {
+            self.state = State::Connecting;
+        }
+    }
+
+    fn forget(&mut self) {
+        self.issued.clear();
+        self.in_flight.clear();
+    }
+
+    fn publish(&mut self, tag: Tag, topic: String, payload: Vec<u8>, retain: bool) -> bool {
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+        {
+            Ok(()) => {
+                self.issued.push_back(tag);
+                true
+            }
+            Err(e) => {
+                self.last_error = e.to_string();
+                false
+            }
+        }
+    }
+
+    /// Handle one event; returns the acked tag if any.
+    fn on_event(&mut self, ev: LinkEvent) -> Option<Tag> {
+        match ev {
+            LinkEvent::Connected => {
+                self.forget();
+                self.state = State::Connected;
+                tracing::info!(broker_topic = %self.base, "uplink connected");
+                let status = encode::status(&self.site, true, now_ms());
+                self.publish(Tag::Status, self.topic(status.kind), status.payload, true);
+                None
+            }
+            LinkEvent::Sent(pkid) => {
+                if let Some(tag) = self.issued.pop_front() {
+                    self.in_flight.insert(pkid, tag);
+                }
+                None
+            }
+            LinkEvent::Acked(pkid) => self.in_flight.remove(&pkid),
+            LinkEvent::Down(e) => {
+                if self.state != State::Down {
+                    tracing::warn!(error = %e, "uplink connection lost");
+                }
+                self.last_error = e;
+                self.forget();
+                self.state = State::Down;
+                None
+            }
+        }
+    }
+
+    /// Drive the connection while nothing is being sent (cancel-safe).
+    pub async fn idle(&mut self) {
+        match self.events.recv().await {
+            Some(ev) => {
+                self.on_event(ev);
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    async fn next(&mut self) -> Result<LinkEvent, UplinkError> {
+        self.events
+            .recv()
+            .await
+            .ok_or_else(|| UplinkError::Link("the MQTT event loop stopped".into()))
+    }
+
+    /// Publish `msgs` in order with QoS 1 and wait until the broker acknowledged all.
+    /// On failure, `Err((acked, error))`: the first `acked` messages were
+    /// acknowledged; the rest must be sent again.
+    pub async fn send(&mut self, msgs: &[Message]) -> Result<(), (usize, UplinkError)> {
+        if self.state == State::Down {
+            return Err((0, UplinkError::Link(self.last_error.clone())));
+        }
+        while self.state != State::Connected {
+            let ev = self.next().await.map_err(|e| (0, e))?;
+            self.on_event(ev);
+            if self.state == State::Down {
+                return Err((0, UplinkError::Link(self.last_error.clone())));
+            }
+        }
+        let n = msgs.len();
+        let mut acked = vec![false; n];
+        let mut prefix = 0usize;
+        let mut next = 0usize;
+        let mut outstanding = 0usize;
+        while prefix < n {
+            while next < n && outstanding < self.max_in_flight {
+                let m = &msgs[next];
+                if !self.publish(Tag::Msg(next), self.topic(m.kind), m.payload.clone(), false) {
+                    break;
+                }
+                next += 1;
+                outstanding += 1;
+            }
+            let ev = self.next().await.map_err(|e| (prefix, e))?;
+            let down = matches!(ev, LinkEvent::Down(_));
+            match self.on_event(ev) {
+                Some(Tag::Msg(i)) if i < n => {
+                    acked[i] = true;
+                    outstanding = outstanding.saturating_sub(1);
+                    while prefix < n && acked[prefix] {
+                        prefix += 1;
+                    }
+                }
+                _ => {}
+            }
+            if down || self.state != State::Connected {
+                return Err((prefix, UplinkError::Link(self.last_error.clone())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Publish the retained `offline` status (waiting up to `wait` for its ack), then
+    /// disconnect cleanly (a clean DISCONNECT keeps the broker from sending the will,
+    /// which says the same).
+    pub async fn close(&mut self, wait: Duration) {
+        if self.state == State::Connected {
+            let status = encode::status(&self.site, false, now_ms());
+            let topic = self.topic(status.kind);
+            // Tracked as message 0 so its PUBACK is recognised.
+            if self.publish(Tag::Msg(0), topic, status.payload, true) {
+                let _ = tokio::time::timeout(wait, async {
+                    while let Some(ev) = self.events.recv().await {
+                        let down = matches!(ev, LinkEvent::Down(_));
+                        if down || self.on_event(ev) == Some(Tag::Msg(0)) {
+                            break;
+                        }
+                    }
+                })
+                .await;
+            }
+        }
+        if self.client.try_disconnect().is_ok() {
+            // The event loop ends once the DISCONNECT is written.
+            let _ = tokio::time::timeout(wait, &mut self.task).await;
+        }
+    }
+}
+
+async fn event_loop(
+    mut el: EventLoop,
+    tx: mpsc::Sender<LinkEvent>,
+    mut resume: mpsc::Receiver<()>,
+) {
+    loop {
+        let ev = match el.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => LinkEvent::Connected,
+            Ok(Event::Incoming(Packet::PubAck(a))) => LinkEvent::Acked(a.pkid),
+            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => LinkEvent::Sent(pkid),
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => return,
+            Ok(_) => continue,
+            Err(e) => {
+                if tx.send(LinkEvent::Down(e.to_string())).await.is_err() {
+                    return;
+                }
+                if resume.recv().await.is_none() {
+                    return;
+                }
+                // The link re-publishes what was not acknowledged; drop rumqttc's copies.
+                el.clean();
+                el.pending.clear();
+                continue;
+            }
+        };
+        if tx.send(ev).await.is_err() {
+            return;
+        }
+    }
+}

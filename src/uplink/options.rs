@@ -1,0 +1,115 @@
+//! Options of the uplink. The `[uplink]` config section maps onto [`UplinkOptions`]
+//! through `Config::uplink_options`.
+
+use super::encode::{Format, GradeInfo};
+use super::sm4::Sm4Key;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+/// TLS files (PEM) for `mqtts://` and `https://`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsFiles {
+    /// CA certificates; `None` = the system's roots.
+    pub ca_file: Option<String>,
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
+}
+
+/// MQTT transport: QoS 1 PUBLISH, persistent session, last will and retained status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttUplink {
+    pub host: String,
+    pub port: u16,
+    /// `Some` for `mqtts://`.
+    pub tls: Option<TlsFiles>,
+    /// Stable across restarts so the broker keeps the session.
+    pub client_id: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Messages go to `<topic_prefix>/<site>/<alarm|realtime|heartbeat|status>`.
+    pub topic_prefix: String,
+    /// Keep-alive (s).
+    pub keep_alive_s: u64,
+}
+
+/// HTTP(S) transport: one POST per message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpUplink {
+    /// Endpoint URL (`https://`; `http://` is accepted by the sink for tests and
+    /// closed networks, the config check asks for `https://`).
+    pub url: String,
+    pub tls: TlsFiles,
+    /// Sent as the `appid` header (and in the body when SM4 is on).
+    pub appid: Option<String>,
+    /// Sent as the `appsecret` header.
+    pub appsecret: Option<String>,
+    /// When set, the body is `{"appid": …, "data": base64(SM4-CBC(message))}`.
+    pub sm4: Option<Sm4Key>,
+    /// Timeout of one request (ms).
+    pub request_timeout_ms: u64,
+}
+
+/// Where messages go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UplinkTransport {
+    Mqtt(MqttUplink),
+    Http(HttpUplink),
+}
+
+/// How the uplink runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkOptions {
+    /// The sink's name: its cursor in the store is kept under it.
+    pub name: String,
+    /// The store file to read from (the same as `StoreOptions::path`).
+    pub store_path: PathBuf,
+    /// Site code the platform knows this site by (first part of every message id).
+    pub site: String,
+    pub transport: UplinkTransport,
+    pub format: Format,
+    /// Minutes east of UTC for the KJ text times. Default: 480 (Beijing time).
+    pub utc_offset_min: i32,
+    /// Configured grades per point id (for the `threshold` of alarm messages).
+    pub grades: HashMap<String, Vec<GradeInfo>>,
+    /// How often the store is checked for new alarm events when not woken (ms).
+    pub alarm_poll_interval_ms: u64,
+    /// Real-time values are sent at this interval when caught up (ms); a backlog is
+    /// sent back to back, with alarms first between batches.
+    pub realtime_interval_ms: u64,
+    /// Send real-time values at all.
+    pub realtime: bool,
+    /// Most readings per real-time message.
+    pub realtime_batch_max: usize,
+    /// Most alarm events read per round.
+    pub alarm_batch_max: usize,
+    /// Heartbeat interval (ms); 0 = none.
+    pub heartbeat_interval_ms: u64,
+    /// First retry delay (ms); doubles per failed attempt, with ±50 % jitter.
+    pub retry_initial_ms: u64,
+    /// Longest retry delay (ms).
+    pub retry_max_ms: u64,
+}
+
+impl UplinkOptions {
+    /// Defaults around a transport.
+    pub fn new(store_path: PathBuf, site: &str, transport: UplinkTransport) -> UplinkOptions {
+        UplinkOptions {
+            name: "uplink".into(),
+            store_path,
+            site: site.to_owned(),
+            transport,
+            format: Format::Json,
+            utc_offset_min: 480,
+            grades: HashMap::new(),
+            alarm_poll_interval_ms: 5,
+            realtime_interval_ms: 30_000,
+            realtime: true,
+            realtime_batch_max: 1_000,
+            alarm_batch_max: 256,
+            heartbeat_interval_ms: 60_000,
+            retry_initial_ms: 100,
+            // Short, so an alarm goes out within about 2 s of the link coming back.
+            retry_max_ms: 2_000,
+        }
+    }
+}
