@@ -66,12 +66,12 @@ device = "lel-gw"
     })
     .await;
     broker.publish("plant/tankfarm/LEL-TK1/data", br#"{"value": 30}"#, 1);
-    wait_for("level 1", 10, || {
+    wait_for("level 1", 30, || {
         cap.alarm_transitions().contains(&(Transition::Raised, lel))
     })
     .await;
     broker.publish("plant/tankfarm/LEL-TK1/data", b"55", 1);
-    wait_for("level 2", 10, || {
+    wait_for("level 2", 30, || {
         cap.alarm_transitions()
             .contains(&(Transition::Escalated, lel))
     })

@@ -78,7 +78,7 @@ impl Gateway {
     /// Subscribed: the broker answered our SUBSCRIBE.
     async fn ready(&self) {
         let stats = self.stats();
-        wait_until(Duration::from_secs(10), "SUBACK", || {
+        wait_until(Duration::from_secs(30), "SUBACK", || {
             stats.subacks.load(Relaxed) >= 1
         })
         .await;
@@ -339,7 +339,7 @@ async fn broker_restart_mid_stream_loses_nothing_and_resubscribes() {
     })
     .await;
     // Resubscribed: new messages after the restart arrive too.
-    wait_until(Duration::from_secs(10), "reconnected", || {
+    wait_until(Duration::from_secs(30), "reconnected", || {
         stats.connects.load(Relaxed) >= 2 && stats.subacks.load(Relaxed) >= 2
     })
     .await;
@@ -459,7 +459,7 @@ async fn tls_with_ca_client_certificate_and_password() {
     );
     let stats = gw.stats();
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "refused connection counted",
         || stats.connection_errors.load(Relaxed) >= 1,
     )

@@ -52,7 +52,7 @@ async fn sm4_alarms_survive_a_forced_outage_in_order_with_ids() {
     let mut store = store(&path, 2);
     let mut seqs = add_alarms(&mut store, 1, 10);
     let (sink, task) = UplinkSink::spawn(opts(&path, rx.url(), true)).unwrap();
-    wait_until(Duration::from_secs(10), "10 alarms accepted", || {
+    wait_until(Duration::from_secs(30), "10 alarms accepted", || {
         rx.accepted().len() >= 10
     })
     .await;
@@ -60,7 +60,7 @@ async fn sm4_alarms_survive_a_forced_outage_in_order_with_ids() {
     // Outage 1: the platform answers 503.
     rx.failing.store(true, Ordering::SeqCst);
     seqs.extend(add_alarms(&mut store, 11, 5));
-    wait_until(Duration::from_secs(10), "503s retried", || {
+    wait_until(Duration::from_secs(30), "503s retried", || {
         sink.status().send_failures.load(Ordering::Relaxed) >= 3
     })
     .await;
@@ -69,7 +69,7 @@ async fn sm4_alarms_survive_a_forced_outage_in_order_with_ids() {
     let failures = sink.status().send_failures.load(Ordering::Relaxed);
     seqs.extend(add_alarms(&mut store, 16, 5));
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "refused connections retried",
         || sink.status().send_failures.load(Ordering::Relaxed) >= failures + 3,
     )
@@ -117,7 +117,7 @@ async fn kj_text_bodies_carry_alarms_and_realtime_records() {
     o.heartbeat_interval_ms = 60_000;
     let (sink, task) = UplinkSink::spawn(o).unwrap();
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "alarms and readings accepted",
         || {
             sink.status().readings_sent.load(Ordering::Relaxed) == 25
@@ -161,7 +161,7 @@ async fn a_restarted_sink_resumes_from_its_cursor_without_loss() {
     let mut store = store(&path, 2);
     let mut seqs = add_alarms(&mut store, 1, 5);
     let (sink, task) = UplinkSink::spawn(opts(&path, rx.url(), false)).unwrap();
-    wait_until(Duration::from_secs(10), "5 alarms accepted", || {
+    wait_until(Duration::from_secs(30), "5 alarms accepted", || {
         sink.status().alarms_sent.load(Ordering::Relaxed) == 5
     })
     .await;
@@ -176,7 +176,7 @@ async fn a_restarted_sink_resumes_from_its_cursor_without_loss() {
         seqs[4] as u64
     );
     let expected: Vec<String> = seqs.iter().map(|s| format!("{SITE}-a{s}")).collect();
-    wait_until(Duration::from_secs(10), "all 10 alarms accepted", || {
+    wait_until(Duration::from_secs(30), "all 10 alarms accepted", || {
         let got: Vec<String> = rx
             .accepted()
             .iter()

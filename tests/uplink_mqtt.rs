@@ -37,7 +37,7 @@ fn opts(store: &std::path::Path, port: u16, client: &str) -> UplinkOptions {
 /// Wait until `mosquitto_sub` is subscribed: a probe it receives proves it.
 async fn ready(broker: &Mosquitto, sub: &Sub, probe_topic: &str) {
     let mut n = 0;
-    wait_until(Duration::from_secs(10), "mosquitto_sub subscribed", || {
+    wait_until(Duration::from_secs(30), "mosquitto_sub subscribed", || {
         n += 1;
         if n % 40 == 1 {
             broker.publish(probe_topic, b"probe", 1);
@@ -79,7 +79,7 @@ async fn every_alarm_arrives_in_order_with_ids_across_a_broker_outage() {
     let mut seqs = add_alarms(&mut store, 1, 20);
     let (sink, task) = UplinkSink::spawn(opts(&path, broker.port, "hazgate-MINE01")).unwrap();
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "first 20 alarms acknowledged",
         || sink.status().alarms_sent.load(Ordering::Relaxed) >= 20,
     )
@@ -90,7 +90,7 @@ async fn every_alarm_arrives_in_order_with_ids_across_a_broker_outage() {
     broker.stop();
     seqs.extend(add_alarms(&mut store, 21, 15));
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "the uplink noticed the outage",
         || sink.status().send_failures.load(Ordering::Relaxed) > 0,
     )
@@ -154,14 +154,14 @@ async fn alarms_overtake_a_realtime_backlog_and_the_backlog_drains() {
     o.realtime_batch_max = 500;
     o.realtime_interval_ms = 60_000;
     let (sink, task) = UplinkSink::spawn(o).unwrap();
-    wait_until(Duration::from_secs(10), "draining started", || {
+    wait_until(Duration::from_secs(30), "draining started", || {
         sink.status().readings_sent.load(Ordering::Relaxed) > 0
     })
     .await;
     let seq = add_alarms(&mut store, 1, 1)[0];
     sink.wake();
     let id = format!("{SITE}-a{seq}");
-    wait_until(Duration::from_secs(10), "the alarm arrived", || {
+    wait_until(Duration::from_secs(30), "the alarm arrived", || {
         ids(&sub.messages(), "/alarm").contains(&id)
     })
     .await;
@@ -238,7 +238,7 @@ async fn mqtts_with_ca_client_certificate_and_password() {
     }
     let (sink, task) = UplinkSink::spawn(o).unwrap();
     wait_until(
-        Duration::from_secs(10),
+        Duration::from_secs(30),
         "5 alarms acknowledged over TLS",
         || sink.status().alarms_sent.load(Ordering::Relaxed) == 5,
     )
@@ -259,7 +259,7 @@ async fn mqtts_with_ca_client_certificate_and_password() {
         });
     }
     let (sink, task) = UplinkSink::spawn(o).unwrap();
-    wait_until(Duration::from_secs(10), "TLS failures counted", || {
+    wait_until(Duration::from_secs(30), "TLS failures counted", || {
         sink.status().send_failures.load(Ordering::Relaxed) >= 2
     })
     .await;
