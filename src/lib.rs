@@ -39,6 +39,8 @@
 
 pub mod config;
 pub mod engine;
+pub mod api;
+pub mod demo;
 pub mod gateway;
 pub mod model;
 pub mod replay;
