@@ -27,8 +27,13 @@ const MAX_LIMIT: usize = 100_000;
 type ApiResult = Result<Json<Value>, ApiError>;
 
 fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    b.map(|Json(v)| v)
-        .map_err(|e| ApiError::BadRequest(format!("bad request body: {}", e.body_text())))
+    b.map(|Json(v)| v).map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::BadRequest(format!("bad request body: {}", e.body_text()))
+        }
+    })
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
