@@ -238,7 +238,10 @@ pub enum Command {
     /// End a shelve.
     Unshelve { alarm: AlarmId },
     /// Take a point out of service, or put it back.
-    OutOfService { point: PointId, out_of_service: bool },
+    OutOfService {
+        point: PointId,
+        out_of_service: bool,
+    },
     /// Put a point into maintenance (calibration) mode, or take it out.
     Maintenance { point: PointId, maintenance: bool },
     /// Evaluate these readings as if a source had sent them (tests, manual entry).
@@ -464,7 +467,11 @@ pub fn start<O: Outputs + 'static>(
 }
 
 /// Apply one control command to the engine.
-fn apply(engine: &mut Engine, command: Command, events: &mut Vec<Event>) -> Result<(), ControlError> {
+fn apply(
+    engine: &mut Engine,
+    command: Command,
+    events: &mut Vec<Event>,
+) -> Result<(), ControlError> {
     let t = now();
     match command {
         Command::Acknowledge { alarm, by, comment } => {

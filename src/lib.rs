@@ -37,10 +37,10 @@
 //! - [`sinks`]: consumers that read the log by their own cursor — the InfluxDB sink
 //!   (line protocol over `/api/v2/write` or `/write`).
 
-pub mod config;
-pub mod engine;
 pub mod api;
+pub mod config;
 pub mod demo;
+pub mod engine;
 pub mod gateway;
 pub mod model;
 pub mod replay;

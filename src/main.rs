@@ -243,13 +243,22 @@ fn demo(listen: std::net::SocketAddr, db: Option<PathBuf>, speed: f64) -> anyhow
             .await
             .context("starting the demo")?;
         println!();
-        println!("hazgate demo — 演示 (simulated coal heading, sump, tank farm; loops every {:.0} s)", 120.0 / speed);
-        println!("  dashboard (operator): http://{}/#token={}", demo.addr, demo.operator_token);
+        println!(
+            "hazgate demo — 演示 (simulated coal heading, sump, tank farm; loops every {:.0} s)",
+            120.0 / speed
+        );
+        println!(
+            "  dashboard (operator): http://{}/#token={}",
+            demo.addr, demo.operator_token
+        );
         println!("  admin token:    {}", demo.admin_token);
         println!("  operator token: {}", demo.operator_token);
         println!("  viewer token:   {}", demo.viewer_token);
         println!("  store:          {}", demo.db.display());
-        println!("  API example:    curl -H 'Authorization: Bearer {}' http://{}/api/v1/alarms", demo.viewer_token, demo.addr);
+        println!(
+            "  API example:    curl -H 'Authorization: Bearer {}' http://{}/api/v1/alarms",
+            demo.viewer_token, demo.addr
+        );
         println!("Ctrl-C stops.");
         wait_for_signal().await?;
         tracing::info!("shutting down");

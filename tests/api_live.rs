@@ -80,31 +80,53 @@ async fn live_stream_sends_a_snapshot_then_alarm_deltas_and_checks_origin() {
     let url = format!("ws://{addr}/api/v1/live");
 
     // No token: refused before the upgrade.
-    assert!(tokio_tungstenite::connect_async(url.as_str()).await.is_err());
+    assert!(tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .is_err());
     // Another site's page: refused.
     let mut req = url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("sec-websocket-protocol", format!("hazgate, bearer.{TOKEN}").parse().unwrap());
-    req.headers_mut().insert("origin", "http://evil.example".parse().unwrap());
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("hazgate, bearer.{TOKEN}").parse().unwrap(),
+    );
+    req.headers_mut()
+        .insert("origin", "http://evil.example".parse().unwrap());
     assert!(tokio_tungstenite::connect_async(req).await.is_err());
 
     // Same origin, token as a sub-protocol, as the dashboard does it.
     let mut req = url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert("sec-websocket-protocol", format!("hazgate, bearer.{TOKEN}").parse().unwrap());
-    req.headers_mut().insert("origin", format!("http://{addr}").parse().unwrap());
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("hazgate, bearer.{TOKEN}").parse().unwrap(),
+    );
+    req.headers_mut()
+        .insert("origin", format!("http://{addr}").parse().unwrap());
     let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "hazgate");
+    assert_eq!(
+        resp.headers().get("sec-websocket-protocol").unwrap(),
+        "hazgate"
+    );
     let first = next_json(&mut ws).await;
     assert_eq!(first["type"], "snapshot");
     assert_eq!(first["points"][0]["id"], "LEL-1");
     assert_eq!(first["alarms"].as_array().unwrap().len(), 0);
 
-    let r = Reading { point: PointId(0), ts: gateway::now(), value: 30.0, quality: Quality::Good };
+    let r = Reading {
+        point: PointId(0),
+        ts: gateway::now(),
+        value: 30.0,
+        quality: Quality::Good,
+    };
     control.send(Command::Inject(vec![r])).await.unwrap();
     let mut alarm = None;
     for _ in 0..20 {
         let d = next_json(&mut ws).await;
         assert_eq!(d["type"], "delta");
-        if let Some(a) = d.get("alarms").and_then(|a| a.as_array()).filter(|a| !a.is_empty()) {
+        if let Some(a) = d
+            .get("alarms")
+            .and_then(|a| a.as_array())
+            .filter(|a| !a.is_empty())
+        {
             alarm = Some(a[0].clone());
             break;
         }

@@ -16,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 struct Cdp {
     ws: Ws,
@@ -32,7 +33,10 @@ impl Cdp {
         if let Some(s) = &self.session {
             msg["sessionId"] = json!(s);
         }
-        self.ws.send(Message::Text(msg.to_string().into())).await.unwrap();
+        self.ws
+            .send(Message::Text(msg.to_string().into()))
+            .await
+            .unwrap();
         loop {
             let frame = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
                 .await
@@ -50,7 +54,10 @@ impl Cdp {
 
     async fn eval(&mut self, expression: &str) -> Value {
         let r = self
-            .call("Runtime.evaluate", json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }))
+            .call(
+                "Runtime.evaluate",
+                json!({ "expression": expression, "returnByValue": true, "awaitPromise": true }),
+            )
             .await;
         assert!(r.get("exceptionDetails").is_none(), "{expression}: {r}");
         r["result"]["value"].clone()
@@ -95,7 +102,9 @@ fn chromium(profile: &std::path::Path) -> (Browser, String) {
             }
         }
     });
-    let url = rx.recv_timeout(Duration::from_secs(30)).expect("Chromium printed its DevTools address");
+    let url = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("Chromium printed its DevTools address");
     (Browser(child), url)
 }
 
@@ -110,12 +119,23 @@ async fn dashboard_acknowledges_a_scenario_alarm_in_headless_chromium() {
     .await
     .unwrap();
     let (_browser, devtools) = chromium(&dir.path().join("profile"));
-    let (ws, _) = tokio_tungstenite::connect_async(devtools.as_str()).await.unwrap();
-    let mut cdp = Cdp { ws, next_id: 0, session: None };
+    let (ws, _) = tokio_tungstenite::connect_async(devtools.as_str())
+        .await
+        .unwrap();
+    let mut cdp = Cdp {
+        ws,
+        next_id: 0,
+        session: None,
+    };
     let page_url = format!("http://{}/#token={}", demo.addr, demo.operator_token);
-    let target = cdp.call("Target.createTarget", json!({ "url": page_url })).await;
+    let target = cdp
+        .call("Target.createTarget", json!({ "url": page_url }))
+        .await;
     let attached = cdp
-        .call("Target.attachToTarget", json!({ "targetId": target["targetId"], "flatten": true }))
+        .call(
+            "Target.attachToTarget",
+            json!({ "targetId": target["targetId"], "flatten": true }),
+        )
         .await;
     cdp.session = Some(attached["sessionId"].as_str().unwrap().to_owned());
     cdp.call("Runtime.enable", json!({})).await;
@@ -129,13 +149,22 @@ async fn dashboard_acknowledges_a_scenario_alarm_in_headless_chromium() {
         if let Some(id) = v.as_str().and_then(|s| s.parse().ok()) {
             break id;
         }
-        assert!(t0.elapsed() < Duration::from_secs(90), "no alarm on the board within 90 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "no alarm on the board within 90 s"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     // The board is in Chinese by default and the row is coloured by grade.
-    let heading = cdp.eval("document.querySelector('.alarms h2').textContent").await;
+    let heading = cdp
+        .eval("document.querySelector('.alarms h2').textContent")
+        .await;
     assert!(heading.as_str().unwrap().contains("实时报警"), "{heading}");
-    let class = cdp.eval(&format!("document.querySelector('#alarm-body tr[data-alarm=\"{id}\"]').className")).await;
+    let class = cdp
+        .eval(&format!(
+            "document.querySelector('#alarm-body tr[data-alarm=\"{id}\"]').className"
+        ))
+        .await;
     assert!(class.as_str().unwrap().starts_with("g-"), "{class}");
 
     // Acknowledge through the page: button, dialog, name and comment, submit.
@@ -152,7 +181,15 @@ async fn dashboard_acknowledges_a_scenario_alarm_in_headless_chromium() {
     let url = format!("http://{}/api/v1/alarms/{id}", demo.addr);
     let t1 = Instant::now();
     loop {
-        let text = client.get(&url).bearer_auth(&demo.viewer_token).send().await.unwrap().text().await.unwrap();
+        let text = client
+            .get(&url)
+            .bearer_auth(&demo.viewer_token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
         let acked = v["events"].as_array().is_some_and(|e| {
             e.iter().any(|e| {
@@ -164,7 +201,10 @@ async fn dashboard_acknowledges_a_scenario_alarm_in_headless_chromium() {
         if acked {
             break;
         }
-        assert!(t1.elapsed() < Duration::from_secs(15), "acknowledgement not stored: {v}");
+        assert!(
+            t1.elapsed() < Duration::from_secs(15),
+            "acknowledgement not stored: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let audit: Value = serde_json::from_str(
@@ -179,17 +219,30 @@ async fn dashboard_acknowledges_a_scenario_alarm_in_headless_chromium() {
             .unwrap(),
     )
     .unwrap();
-    assert!(audit["audit"].as_array().unwrap().iter().any(|r| r["action"] == "acknowledge" && r["target"] == format!("alarm:{id}")));
+    assert!(audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["action"] == "acknowledge" && r["target"] == format!("alarm:{id}")));
 
     // Let the board show the acknowledgement, then keep a picture of it.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let shot = cdp.call("Page.captureScreenshot", json!({ "format": "png" })).await;
-    let png = base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap();
+    let shot = cdp
+        .call("Page.captureScreenshot", json!({ "format": "png" }))
+        .await;
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().unwrap())
+        .unwrap();
     assert!(png.starts_with(b"\x89PNG"));
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("demo-dashboard.png");
     std::fs::write(&path, &png).unwrap();
     println!("screenshot: {}", path.display());
 
-    let _ = cdp.call("Target.closeTarget", json!({ "targetId": target["targetId"] })).await;
+    let _ = cdp
+        .call(
+            "Target.closeTarget",
+            json!({ "targetId": target["targetId"] }),
+        )
+        .await;
     demo.shutdown().await;
 }

@@ -11,7 +11,10 @@ const APP_CSS: &str = include_str!("assets/app.css");
 pub const OPENAPI: &str = include_str!("assets/openapi.json");
 
 pub async fn index() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], INDEX_HTML)
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        INDEX_HTML,
+    )
 }
 
 pub async fn app_js() -> impl IntoResponse {

@@ -176,10 +176,20 @@ pub async fn authorize(
         if state.tokens.limited() {
             return Err(ApiError::RateLimited);
         }
-        state.metrics.failed_logins.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        state
+            .metrics
+            .failed_logins
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let within = state.tokens.note_failure();
         if within {
-            audit(state, "anonymous", "login_failed", "api", "unknown bearer token").await;
+            audit(
+                state,
+                "anonymous",
+                "login_failed",
+                "api",
+                "unknown bearer token",
+            )
+            .await;
         }
         return Err(if within {
             ApiError::BadToken

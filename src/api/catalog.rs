@@ -137,10 +137,7 @@ impl Catalog {
                 },
             })
             .collect();
-        let by_id = points
-            .iter()
-            .map(|p| (p.id.clone(), p.index))
-            .collect();
+        let by_id = points.iter().map(|p| (p.id.clone(), p.index)).collect();
         Catalog {
             site_id: config.site.id.clone(),
             site_name: config.site.name.clone(),

@@ -7,8 +7,8 @@ use super::history::{self, HistoryError};
 use super::{ApiError, ApiState};
 use crate::config::Role;
 use crate::engine::ControlError;
-use crate::model::AlarmId;
 use crate::gateway::{Command, ControlRequestError};
+use crate::model::AlarmId;
 use crate::model::PointId;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -158,7 +158,9 @@ pub async fn points(State(s): State<ApiState>, h: HeaderMap) -> ApiResult {
             v
         })
         .collect();
-    Ok(Json(json!({ "seq": snap.seq, "ts": snap.ts, "points": list })))
+    Ok(Json(
+        json!({ "seq": snap.seq, "ts": snap.ts, "points": list }),
+    ))
 }
 
 pub async fn point(State(s): State<ApiState>, h: HeaderMap, Path(id): Path<String>) -> ApiResult {
@@ -276,7 +278,10 @@ fn alarm_json(s: &ApiState, a: &crate::engine::Alarm) -> Value {
         obj.insert("point_id".into(), json!(p.map(|p| &p.id)));
         obj.insert("point_name".into(), json!(p.map(|p| &p.name)));
         obj.insert("unit".into(), json!(p.map(|p| &p.unit)));
-        obj.insert("hazard_source".into(), json!(p.and_then(|p| p.hazard_source.as_ref())));
+        obj.insert(
+            "hazard_source".into(),
+            json!(p.and_then(|p| p.hazard_source.as_ref())),
+        );
     }
     v
 }
@@ -298,7 +303,11 @@ pub async fn alarm(State(s): State<ApiState>, h: HeaderMap, Path(id): Path<Strin
     authorize(&s, &h, Role::Viewer).await?;
     let id = alarm_id(&id)?;
     let snap = s.live.borrow().clone();
-    let open = snap.alarms.iter().find(|a| a.id == id).map(|a| alarm_json(&s, a));
+    let open = snap
+        .alarms
+        .iter()
+        .find(|a| a.id == id)
+        .map(|a| alarm_json(&s, a));
     let events = match s.store.clone() {
         Some(store) => Some(
             blocking(move || {
@@ -369,7 +378,9 @@ pub async fn acknowledge(
         &format!("name={name}; comment={comment}"),
     )
     .await;
-    Ok(Json(json!({ "id": id.0, "acknowledged_by": name, "comment": comment })))
+    Ok(Json(
+        json!({ "id": id.0, "acknowledged_by": name, "comment": comment }),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -397,7 +408,11 @@ pub async fn shelve(
     }
     let reason = text(b.reason, "reason", 500, true)?;
     let name = text(b.name, "name", 64, false)?;
-    let by = if name.is_empty() { who.name.clone() } else { name };
+    let by = if name.is_empty() {
+        who.name.clone()
+    } else {
+        name
+    };
     s.control
         .send(Command::Shelve {
             alarm: id,
@@ -415,7 +430,9 @@ pub async fn shelve(
         &format!("name={by}; duration_s={}; reason={reason}", b.duration_s),
     )
     .await;
-    Ok(Json(json!({ "id": id.0, "shelved_by": by, "duration_s": b.duration_s })))
+    Ok(Json(
+        json!({ "id": id.0, "shelved_by": by, "duration_s": b.duration_s }),
+    ))
 }
 
 pub async fn unshelve(
@@ -466,7 +483,11 @@ pub async fn devices(State(s): State<ApiState>, h: HeaderMap) -> ApiResult {
     authorize(&s, &h, Role::Viewer).await?;
     let mut list: Vec<Value> = Vec::new();
     for d in &s.catalog.devices {
-        let stats = s.devices.iter().find(|(id, _)| id == &d.id).map(|(_, st)| st);
+        let stats = s
+            .devices
+            .iter()
+            .find(|(id, _)| id == &d.id)
+            .map(|(_, st)| st);
         let mqtt = s.mqtt.iter().find(|(id, _)| id == &d.id).map(|(_, st)| st);
         let mut v = json!({
             "id": d.id, "name": d.name, "protocol": d.protocol, "address": d.address,
@@ -474,17 +495,38 @@ pub async fn devices(State(s): State<ApiState>, h: HeaderMap) -> ApiResult {
         if let (Some(obj), Some(st)) = (v.as_object_mut(), stats) {
             let last_error = st.last_error.lock().ok().and_then(|g| g.clone());
             obj.insert("online".into(), json!(st.online.load(Ordering::Relaxed)));
-            obj.insert("rtt_ms".into(), json!(st.last_rtt_us.load(Ordering::Relaxed) as f64 / 1000.0));
-            obj.insert("max_rtt_ms".into(), json!(st.max_rtt_us.load(Ordering::Relaxed) as f64 / 1000.0));
+            obj.insert(
+                "rtt_ms".into(),
+                json!(st.last_rtt_us.load(Ordering::Relaxed) as f64 / 1000.0),
+            );
+            obj.insert(
+                "max_rtt_ms".into(),
+                json!(st.max_rtt_us.load(Ordering::Relaxed) as f64 / 1000.0),
+            );
             obj.insert("polls".into(), json!(st.polls.load(Ordering::Relaxed)));
-            obj.insert("failed_polls".into(), json!(st.failed_polls.load(Ordering::Relaxed)));
-            obj.insert("timeouts".into(), json!(st.timeouts.load(Ordering::Relaxed)));
-            obj.insert("exceptions".into(), json!(st.exceptions.load(Ordering::Relaxed)));
+            obj.insert(
+                "failed_polls".into(),
+                json!(st.failed_polls.load(Ordering::Relaxed)),
+            );
+            obj.insert(
+                "timeouts".into(),
+                json!(st.timeouts.load(Ordering::Relaxed)),
+            );
+            obj.insert(
+                "exceptions".into(),
+                json!(st.exceptions.load(Ordering::Relaxed)),
+            );
             obj.insert("last_error".into(), json!(last_error));
         }
         if let (Some(obj), Some(st)) = (v.as_object_mut(), mqtt) {
-            obj.insert("messages".into(), json!(st.messages.load(Ordering::Relaxed)));
-            obj.insert("readings".into(), json!(st.readings.load(Ordering::Relaxed)));
+            obj.insert(
+                "messages".into(),
+                json!(st.messages.load(Ordering::Relaxed)),
+            );
+            obj.insert(
+                "readings".into(),
+                json!(st.readings.load(Ordering::Relaxed)),
+            );
         }
         list.push(v);
     }
@@ -503,7 +545,6 @@ pub async fn audit_log(
     let rows = blocking(move || history::audit(&store.path, from, to, limit)).await?;
     Ok(Json(json!({ "from": from, "to": to, "audit": rows })))
 }
-
 
 pub async fn whoami(State(s): State<ApiState>, h: HeaderMap) -> ApiResult {
     let p = authorize(&s, &h, Role::Viewer).await?;

@@ -74,14 +74,16 @@ pub fn raw(
     limit: usize,
 ) -> Result<Vec<RawPoint>, HistoryError> {
     let r = Reader::open(path)?;
-    Ok(r.history_readings(point, Timestamp(from), Timestamp(to), limit)?
-        .into_iter()
-        .map(|r| RawPoint {
-            ts: r.ts.0,
-            value: Some(r.value).filter(|v| v.is_finite()),
-            quality: r.quality.to_string(),
-        })
-        .collect())
+    Ok(
+        r.history_readings(point, Timestamp(from), Timestamp(to), limit)?
+            .into_iter()
+            .map(|r| RawPoint {
+                ts: r.ts.0,
+                value: Some(r.value).filter(|v| v.is_finite()),
+                quality: r.quality.to_string(),
+            })
+            .collect(),
+    )
 }
 
 pub fn stats(path: &Path, point: &str, from: i64, to: i64) -> Result<Vec<StatRow>, HistoryError> {
@@ -104,8 +106,8 @@ fn event_rows(
 ) -> Result<Vec<AlarmEventRow>, HistoryError> {
     rows.map(|r| {
         let (seq, alarm_id, kind, transition, grade, ts, json) = r?;
-        let alarm = serde_json::from_str(&json)
-            .map_err(|e| HistoryError::BadJson(seq, e.to_string()))?;
+        let alarm =
+            serde_json::from_str(&json).map_err(|e| HistoryError::BadJson(seq, e.to_string()))?;
         Ok(AlarmEventRow {
             seq,
             alarm_id,

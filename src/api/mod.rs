@@ -158,7 +158,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/points/{id}", get(handlers::point))
         .route("/points/{id}/history", get(handlers::point_history))
         .route("/points/{id}/stats", get(handlers::point_stats))
-        .route("/points/{id}/out-of-service", post(handlers::out_of_service))
+        .route(
+            "/points/{id}/out-of-service",
+            post(handlers::out_of_service),
+        )
         .route("/points/{id}/maintenance", post(handlers::maintenance))
         .route("/alarms", get(handlers::alarms))
         .route("/alarms/history", get(handlers::alarm_history))

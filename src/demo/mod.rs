@@ -134,9 +134,9 @@ impl Outputs for DemoOutputs {
                 Transition::Raised | Transition::Escalated | Transition::DeEscalated => {
                     Some(a.alarm.power_cut)
                 }
-                Transition::ReturnedToNormal | Transition::Cleared | Transition::RemovedFromService => {
-                    Some(false)
-                }
+                Transition::ReturnedToNormal
+                | Transition::Cleared
+                | Transition::RemovedFromService => Some(false),
                 _ => None,
             };
             if let Some(cut) = cut {
@@ -176,7 +176,9 @@ async fn relay_task(writer: WriteHandle, mut rx: mpsc::Receiver<bool>) {
                 state = Some(cut);
                 tracing::warn!(device = CUT_DEVICE, cut, "heading power-cut relay written");
             }
-            Err(e) => tracing::error!(device = CUT_DEVICE, error = %e, "power-cut relay write failed"),
+            Err(e) => {
+                tracing::error!(device = CUT_DEVICE, error = %e, "power-cut relay write failed")
+            }
         }
     }
 }
@@ -195,7 +197,11 @@ impl Demo {
         )
         .await
         .map_err(|e| DemoError::Farm(e.to_string()))?;
-        let port = |d: &'static str| farm.addr_of(d).map(|a| a.port()).ok_or(DemoError::NoEndpoint(d));
+        let port = |d: &'static str| {
+            farm.addr_of(d)
+                .map(|a| a.port())
+                .ok_or(DemoError::NoEndpoint(d))
+        };
         let (db, temp_dir) = match &opts.db {
             Some(p) => (p.clone(), None),
             None => {

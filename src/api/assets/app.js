@@ -113,6 +113,11 @@ function connect() {
       st.alarms = msg.alarms;
       st.hazLive = new Map(msg.hazard_sources.map((h) => [h.id, h.colour]));
       st.flood = msg.flood;
+      if (st.trendPoint === null && st.catalog.size) {
+        // Start with a trend worth watching: the point of the worst alarm, else the first.
+        const worst = sortedAlarms()[0];
+        selectTrend(worst ? worst.point : st.catalog.keys().next().value);
+      }
     } else {
       for (const p of msg.points) { st.points.set(p.index, p); if (p.index === st.trendPoint && p.value !== null) pushTrend(p.ts, p.value); }
       if (msg.alarms) st.alarms = msg.alarms;
