@@ -225,8 +225,20 @@ async fn dashboard_acknowledges_a_scenario_alarm_in_headless_chromium() {
         .iter()
         .any(|r| r["action"] == "acknowledge" && r["target"] == format!("alarm:{id}")));
 
-    // Let the board show the acknowledgement, then keep a picture of it.
+    // The board shows who acknowledged; the English toggle relabels it.
     tokio::time::sleep(Duration::from_millis(800)).await;
+    let row = cdp.eval(&format!("(document.querySelector('#alarm-body tr[data-alarm=\"{id}\"]') || {{textContent: ''}}).textContent")).await;
+    let row = row.as_str().unwrap().to_owned();
+    assert!(row.is_empty() || row.contains("浏览器值班员"), "{row}");
+    let heading = cdp.eval("document.getElementById('lang').click(); document.querySelector('.alarms h2').textContent").await;
+    assert!(
+        heading.as_str().unwrap().contains("Active alarms"),
+        "{heading}"
+    );
+    cdp.eval("document.getElementById('lang').click(); true")
+        .await;
+
+    // Keep a picture of the board.
     let shot = cdp
         .call("Page.captureScreenshot", json!({ "format": "png" }))
         .await;
