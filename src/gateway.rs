@@ -540,6 +540,7 @@ async fn engine_loop<O: Outputs>(
     };
     loop {
         let mut reply = None;
+        let mut control_urgent = false;
         tokio::select! {
             batch = rx.recv(), if sources_open => match batch {
                 Some(batch) => {
@@ -559,6 +560,9 @@ async fn engine_loop<O: Outputs>(
             },
             request = control.recv(), if control_open => match request {
                 Some(ControlRequest { command, reply: answer }) => {
+                    // Injected readings publish like source batches (at once only
+                    // with events); every other command shows on the board at once.
+                    control_urgent = !matches!(command, Command::Inject(_));
                     let result = match command {
                         Command::Inject(batch) => {
                             let settled: Vec<Reading> = batch
@@ -568,6 +572,7 @@ async fn engine_loop<O: Outputs>(
                             if !events.is_empty() {
                                 outputs.events(engine.spec(), &events).await;
                                 events.clear();
+                                publisher.publish(&mut engine, true);
                             }
                             outputs.readings(settled).await;
                             Ok(())
@@ -586,7 +591,7 @@ async fn engine_loop<O: Outputs>(
                 stopping = changed.is_err() || *shutdown.borrow();
             }
         }
-        let urgent = !events.is_empty() || reply.is_some();
+        let urgent = !events.is_empty() || control_urgent;
         if !events.is_empty() {
             outputs.events(engine.spec(), &events).await;
             events.clear();
