@@ -9,7 +9,8 @@
 //! - first `{"type":"snapshot", …Snapshot}` — every point, open alarm and hazard colour;
 //! - then, for every newer published snapshot, `{"type":"delta","seq","ts",
 //!   "points":[changed points], "alarms":[all open alarms] (only when they changed),
-//!   "hazard_sources":[changed sources], "alarms_per_10min", "flood"}`.
+//!   "hazard_sources":[changed sources], "alarms_per_10min", "flood"}` — alarm and
+//!   colour changes in one frame first, value changes in a second frame.
 //!
 //! A slow client skips intermediate snapshots (the `watch` channel keeps the newest),
 //! so deltas are always against what that client last received; nothing accumulates.
@@ -64,8 +65,11 @@ pub async fn live(
         })
 }
 
-/// The delta from `old` to `new`, or `None` when nothing visible changed.
-pub fn delta(old: &Snapshot, new: &Snapshot) -> Option<serde_json::Value> {
+/// The frames that bring a client from `old` to `new`: empty when nothing visible
+/// changed. Alarm and hazard-colour changes go first in a small frame of their own,
+/// so a board (or an upstream relay) sees a new alarm before it parses thousands of
+/// value changes.
+pub fn delta(old: &Snapshot, new: &Snapshot) -> Vec<serde_json::Value> {
     let points: Vec<_> = new
         .points
         .iter()
@@ -77,24 +81,36 @@ pub fn delta(old: &Snapshot, new: &Snapshot) -> Option<serde_json::Value> {
         .filter(|h| old.hazard_sources.get(h.index as usize) != Some(h))
         .collect();
     let alarms_changed = old.alarms != new.alarms;
-    if points.is_empty() && hazards.is_empty() && !alarms_changed && old.flood == new.flood {
-        return None;
-    }
-    let mut v = json!({
-        "type": "delta",
-        "seq": new.seq,
-        "ts": new.ts,
-        "points": points,
-        "hazard_sources": hazards,
-        "alarms_per_10min": new.alarms_per_10min,
-        "flood": new.flood,
-    });
-    if alarms_changed {
-        if let Some(o) = v.as_object_mut() {
-            o.insert("alarms".into(), json!(new.alarms));
+    let mut frames = Vec::new();
+    if alarms_changed || !hazards.is_empty() || old.flood != new.flood {
+        let mut v = json!({
+            "type": "delta",
+            "seq": new.seq,
+            "ts": new.ts,
+            "points": [],
+            "hazard_sources": hazards,
+            "alarms_per_10min": new.alarms_per_10min,
+            "flood": new.flood,
+        });
+        if alarms_changed {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("alarms".into(), json!(new.alarms));
+            }
         }
+        frames.push(v);
     }
-    Some(v)
+    if !points.is_empty() {
+        frames.push(json!({
+            "type": "delta",
+            "seq": new.seq,
+            "ts": new.ts,
+            "points": points,
+            "hazard_sources": [],
+            "alarms_per_10min": new.alarms_per_10min,
+            "flood": new.flood,
+        }));
+    }
+    frames
 }
 
 async fn stream(mut socket: WebSocket, s: ApiState) {
@@ -122,7 +138,7 @@ async fn stream(mut socket: WebSocket, s: ApiState) {
                     return;
                 }
                 let new = rx.borrow_and_update().clone();
-                if let Some(d) = delta(&last, &new) {
+                for d in delta(&last, &new) {
                     if socket.send(Message::Text(d.to_string().into())).await.is_err() {
                         return;
                     }
