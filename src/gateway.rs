@@ -13,10 +13,21 @@
 //! without readings, and hands every settled reading and event to the outputs. On
 //! shutdown (SIGINT/SIGTERM, or the shutdown signal in tests) the sources stop at a
 //! safe point, the engine drains what they already sent, and the outputs flush.
+//!
+//! Two doors lead into the engine task without a lock on its hot path:
+//! - the **control channel** ([`Control`]): acknowledge, shelve, unshelve, out of
+//!   service, maintenance (and injected readings). Each request carries a oneshot
+//!   for the answer; the events a request causes go through the same [`Outputs`] as
+//!   every other event, so an acknowledgement is committed to the store before the
+//!   caller hears `Ok`.
+//! - the **live state** ([`LiveState`]): after each batch that changed something the
+//!   engine task publishes a fresh [`Snapshot`] on a `watch` channel (alarm
+//!   transitions at once, value-only changes at most every [`LIVE_MIN_INTERVAL`]).
+//!   Readers (API, WebSocket) clone the `Arc` and never block the engine.
 
 use crate::config::Config;
-use crate::engine::{AlarmEvent, Engine, EngineSpec, Event};
-use crate::model::{Reading, Timestamp};
+use crate::engine::{Alarm, AlarmEvent, ControlError, Engine, EngineSpec, Event};
+use crate::model::{AlarmId, Colour, PointId, Reading, Timestamp};
 use crate::sources::modbus::build;
 use crate::sources::modbus::poller::{DeviceStats, LinkSpec, ModbusSource, WriteHandle};
 use crate::sources::mqtt::{self, MqttDeviceSpec, MqttSource, MqttStats};
@@ -24,13 +35,21 @@ use crate::store::StoreWriter;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// How often the engine is ticked when no reading arrives.
 const TICK: Duration = Duration::from_millis(250);
 
 /// Batches of readings waiting for the engine. When full, sources wait.
 const READING_QUEUE: usize = 1024;
+
+/// Control requests waiting for the engine. When full, callers wait (`Control`'s
+/// methods are async); nothing is dropped.
+const CONTROL_QUEUE: usize = 64;
+
+/// Value-only changes are published to the live state at most this often; alarm
+/// transitions and risk changes are published at once.
+pub const LIVE_MIN_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Where settled readings and engine events go. The gateway calls these from the
 /// engine task, in order, and waits for each: an output that is slow slows the engine
@@ -193,11 +212,213 @@ impl Plan {
     }
 }
 
+// ---- control channel ----
+
+/// A request to the engine task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Acknowledge an alarm: operator name and comment.
+    Acknowledge {
+        alarm: AlarmId,
+        by: String,
+        comment: String,
+    },
+    /// Shelve an alarm for `duration_ms` (power-cut alarms cannot be shelved).
+    Shelve {
+        alarm: AlarmId,
+        by: String,
+        reason: String,
+        duration_ms: u64,
+    },
+    /// End a shelve.
+    Unshelve { alarm: AlarmId },
+    /// Take a point out of service, or put it back.
+    OutOfService {
+        point: PointId,
+        out_of_service: bool,
+    },
+    /// Put a point into maintenance (calibration) mode, or take it out.
+    Maintenance { point: PointId, maintenance: bool },
+    /// Evaluate these readings as if a source had sent them (tests, manual entry).
+    Inject(Vec<Reading>),
+}
+
+/// Why a control request failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControlRequestError {
+    /// The engine refused it (unknown alarm, already acknowledged, …).
+    #[error(transparent)]
+    Refused(#[from] ControlError),
+    /// The engine task has stopped (shutdown): the request was not applied.
+    #[error("the engine has stopped")]
+    Stopped,
+}
+
+struct ControlRequest {
+    command: Command,
+    reply: oneshot::Sender<Result<(), ControlError>>,
+}
+
+/// Handle on the engine task's control channel. Cheap to clone.
+#[derive(Clone)]
+pub struct Control {
+    tx: mpsc::Sender<ControlRequest>,
+}
+
+impl Control {
+    /// Send a command and wait until the engine applied it and its events went
+    /// through the outputs (committed to the store for [`StoreOutputs`]).
+    pub async fn send(&self, command: Command) -> Result<(), ControlRequestError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(ControlRequest { command, reply })
+            .await
+            .map_err(|_| ControlRequestError::Stopped)?;
+        match answer.await {
+            Ok(r) => r.map_err(ControlRequestError::Refused),
+            Err(_) => Err(ControlRequestError::Stopped),
+        }
+    }
+
+    /// The engine task has ended (or is ending): requests will fail.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Requests waiting in the channel (for metrics).
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+}
+
+// ---- live state ----
+
+/// One point as the dashboard sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PointLive {
+    /// Index (`PointId`).
+    pub index: u32,
+    pub id: String,
+    /// Last value; `None` before the first reading or when the source had none.
+    pub value: Option<f64>,
+    pub ts: Option<i64>,
+    pub quality: Option<String>,
+    /// Name of the active grade, if any.
+    pub grade: Option<String>,
+    /// Colour of the active grade, if any.
+    pub colour: Option<Colour>,
+    pub maintenance: bool,
+    pub out_of_service: bool,
+    pub stale: bool,
+}
+
+/// Live risk colour of one hazard source.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct HazardLive {
+    pub index: u32,
+    pub id: String,
+    pub colour: Colour,
+}
+
+/// Everything live, as of `ts`. Published by the engine task; never mutated after.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
+pub struct Snapshot {
+    /// Increases by one with every published snapshot.
+    pub seq: u64,
+    pub ts: i64,
+    pub points: Vec<PointLive>,
+    /// Open alarms (active, or returned but unacknowledged), most severe first.
+    pub alarms: Vec<Alarm>,
+    pub hazard_sources: Vec<HazardLive>,
+    /// Alarms raised in the last 10 minutes.
+    pub alarms_per_10min: u32,
+    pub flood: bool,
+    /// Readings evaluated since start.
+    pub readings: u64,
+    /// Alarm episodes raised since start.
+    pub raised: u64,
+    /// Readings for unknown points, bad-quality readings (counters for /metrics).
+    pub unknown_point: u64,
+    pub bad_quality: u64,
+}
+
+/// Receiver of the live state; `borrow()` never blocks the engine for long (it only
+/// clones an `Arc`).
+pub type LiveState = watch::Receiver<Arc<Snapshot>>;
+
+/// Build a snapshot of the engine (O(points + alarms)).
+pub fn snapshot(engine: &mut Engine, seq: u64, now: Timestamp) -> Snapshot {
+    let spec = engine.spec();
+    let points = spec
+        .points
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let st = engine.point_status(PointId(i as u32));
+            let last = st.as_ref().and_then(|s| s.last);
+            let grade = st
+                .as_ref()
+                .and_then(|s| s.grade)
+                .and_then(|g| p.grades.get(g as usize));
+            PointLive {
+                index: i as u32,
+                id: p.id.clone(),
+                value: last.map(|r| r.value).filter(|v| v.is_finite()),
+                ts: last.map(|r| r.ts.0),
+                quality: last.map(|r| r.quality.to_string()),
+                grade: grade.map(|g| g.name.clone()),
+                colour: grade.map(|g| g.colour),
+                maintenance: st.as_ref().is_some_and(|s| s.maintenance),
+                out_of_service: st.as_ref().is_some_and(|s| s.out_of_service),
+                stale: st.as_ref().is_some_and(|s| s.stale),
+            }
+        })
+        .collect();
+    let hazard_sources = spec
+        .hazard_sources
+        .iter()
+        .enumerate()
+        .map(|(i, h)| HazardLive {
+            index: i as u32,
+            id: h.id.clone(),
+            colour: engine
+                .risk(crate::model::HazardSourceId(i as u32))
+                .unwrap_or(Colour::Blue),
+        })
+        .collect();
+    let mut alarms: Vec<Alarm> = engine.alarms().cloned().collect();
+    alarms.sort_by(|a, b| {
+        b.colour
+            .cmp(&a.colour)
+            .then(b.raised_at.cmp(&a.raised_at))
+            .then(b.id.cmp(&a.id))
+    });
+    let rates = engine.alarm_rates(now);
+    let c = engine.counters();
+    Snapshot {
+        seq,
+        ts: now.0,
+        points,
+        alarms,
+        hazard_sources,
+        alarms_per_10min: rates.per_10min,
+        flood: rates.flood,
+        readings: c.readings,
+        raised: c.raised,
+        unknown_point: c.unknown_point,
+        bad_quality: c.bad_quality,
+    }
+}
+
 /// A running gateway.
 pub struct Running {
     pub device_stats: Vec<(String, Arc<DeviceStats>)>,
     pub mqtt_stats: Vec<(String, Arc<MqttStats>)>,
     pub writer: WriteHandle,
+    /// Requests into the engine task (acknowledge, shelve, …).
+    pub control: Control,
+    /// The live state the engine task publishes.
+    pub live: LiveState,
     engine_task: tokio::task::JoinHandle<Engine>,
     modbus: ModbusSource,
     mqtt: MqttSource,
@@ -222,21 +443,81 @@ pub fn start<O: Outputs + 'static>(
     let (tx, rx) = mpsc::channel(READING_QUEUE);
     let modbus = ModbusSource::start(plan.links, tx.clone(), shutdown.clone());
     let mqtt = MqttSource::start(plan.mqtt, tx, shutdown.clone());
-    let engine = Engine::new(plan.spec, now(), first_alarm_id);
-    let engine_task = tokio::spawn(engine_loop(engine, rx, outputs, shutdown));
+    let mut engine = Engine::new(plan.spec, now(), first_alarm_id);
+    let (live_tx, live) = watch::channel(Arc::new(snapshot(&mut engine, 0, now())));
+    let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+    let engine_task = tokio::spawn(engine_loop(
+        engine, rx, control_rx, live_tx, outputs, shutdown,
+    ));
     Running {
         device_stats: modbus.stats.clone(),
         mqtt_stats: mqtt.stats.clone(),
         writer: modbus.writer.clone(),
+        control: Control { tx: control_tx },
+        live,
         engine_task,
         modbus,
         mqtt,
     }
 }
 
+/// Apply one control command to the engine.
+fn apply(
+    engine: &mut Engine,
+    command: Command,
+    events: &mut Vec<Event>,
+) -> Result<(), ControlError> {
+    let t = now();
+    match command {
+        Command::Acknowledge { alarm, by, comment } => {
+            engine.acknowledge(alarm, &by, &comment, t, events)
+        }
+        Command::Shelve {
+            alarm,
+            by,
+            reason,
+            duration_ms,
+        } => engine.shelve(alarm, &by, &reason, duration_ms, t, events),
+        Command::Unshelve { alarm } => engine.unshelve(alarm, t, events),
+        Command::OutOfService {
+            point,
+            out_of_service,
+        } => engine.set_out_of_service(point, out_of_service, t, events),
+        Command::Maintenance { point, maintenance } => engine.set_maintenance(point, maintenance),
+        Command::Inject(_) => Ok(()),
+    }
+}
+
+/// Publishes snapshots: at once after events, otherwise throttled.
+struct Publisher {
+    tx: watch::Sender<Arc<Snapshot>>,
+    seq: u64,
+    dirty: bool,
+    last: tokio::time::Instant,
+}
+
+impl Publisher {
+    fn publish(&mut self, engine: &mut Engine, urgent: bool) {
+        if !(urgent || self.dirty && self.last.elapsed() >= LIVE_MIN_INTERVAL) {
+            return;
+        }
+        // Nobody watching (all receivers gone): skip the work, stay dirty.
+        if self.tx.receiver_count() == 0 {
+            return;
+        }
+        self.seq += 1;
+        let snap = snapshot(engine, self.seq, now());
+        self.tx.send_replace(Arc::new(snap));
+        self.dirty = false;
+        self.last = tokio::time::Instant::now();
+    }
+}
+
 async fn engine_loop<O: Outputs>(
     mut engine: Engine,
     mut rx: mpsc::Receiver<Vec<Reading>>,
+    mut control: mpsc::Receiver<ControlRequest>,
+    live: watch::Sender<Arc<Snapshot>>,
     mut outputs: O,
     mut shutdown: watch::Receiver<bool>,
 ) -> Engine {
@@ -244,8 +525,17 @@ async fn engine_loop<O: Outputs>(
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sources_open = true;
+    let mut control_open = true;
     let mut stopping = *shutdown.borrow();
+    let mut publisher = Publisher {
+        tx: live,
+        seq: 0,
+        dirty: false,
+        last: tokio::time::Instant::now(),
+    };
     loop {
+        let mut reply = None;
+        let mut control_urgent = false;
         tokio::select! {
             batch = rx.recv(), if sources_open => match batch {
                 Some(batch) => {
@@ -256,10 +546,38 @@ async fn engine_loop<O: Outputs>(
                     if !events.is_empty() {
                         outputs.events(engine.spec(), &events).await;
                         events.clear();
+                        publisher.publish(&mut engine, true);
                     }
                     outputs.readings(settled).await;
+                    publisher.dirty = true;
                 }
                 None => sources_open = false,
+            },
+            request = control.recv(), if control_open => match request {
+                Some(ControlRequest { command, reply: answer }) => {
+                    // Injected readings publish like source batches (at once only
+                    // with events); every other command shows on the board at once.
+                    control_urgent = !matches!(command, Command::Inject(_));
+                    let result = match command {
+                        Command::Inject(batch) => {
+                            let settled: Vec<Reading> = batch
+                                .into_iter()
+                                .map(|r| engine.on_reading(r, &mut events))
+                                .collect();
+                            if !events.is_empty() {
+                                outputs.events(engine.spec(), &events).await;
+                                events.clear();
+                                publisher.publish(&mut engine, true);
+                            }
+                            outputs.readings(settled).await;
+                            Ok(())
+                        }
+                        other => apply(&mut engine, other, &mut events),
+                    };
+                    publisher.dirty = true;
+                    reply = Some((answer, result));
+                }
+                None => control_open = false,
             },
             _ = tick.tick() => engine.tick(now(), &mut events),
             changed = shutdown.changed(), if !stopping => {
@@ -268,9 +586,16 @@ async fn engine_loop<O: Outputs>(
                 stopping = changed.is_err() || *shutdown.borrow();
             }
         }
+        let urgent = !events.is_empty() || control_urgent;
         if !events.is_empty() {
             outputs.events(engine.spec(), &events).await;
             events.clear();
+        }
+        publisher.publish(&mut engine, urgent);
+        // The answer goes out only after the events are through the outputs (durable)
+        // and the live state shows the change. A caller that gave up is no error.
+        if let Some((answer, result)) = reply {
+            let _ = answer.send(result);
         }
         if stopping && !sources_open {
             break;

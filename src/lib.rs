@@ -10,7 +10,8 @@
 //!  sources (Modbus, MQTT) ──mpsc──► engine (one task, pure) ──► durable log ──► sinks
 //!                                   quality → graded thresholds     (SQLite)      (InfluxDB,
 //!                                   → alarm states → risk colour                   province uplink)
-//!                                                        └──► live broadcast ──► API / dashboard
+//!                                                        └──► live state (watch) ──► API / WebSocket / dashboard
+//!                                   ◄── control channel (ack, shelve, out of service) ── API
 //! ```
 //!
 //! ## Modules
@@ -29,7 +30,13 @@
 //!   gas detectors and serial servers: data types and byte orders, request planning
 //!   and block splitting, one task per link with timeouts, offline detection and
 //!   graded polling, and a write handle for safety actions.
-//! - [`gateway`]: sources → engine → outputs, as one running process.
+//! - [`gateway`]: sources → engine → outputs, as one running process; a bounded
+//!   control channel into the engine task (acknowledge, shelve, out of service) and
+//!   the live state it publishes (a `watch` of snapshots) for the API.
+//! - [`api`]: the HTTP API under `/api/v1` (bearer tokens with roles, audit), the
+//!   WebSocket live stream, `/healthz`, `/readyz`, `/metrics` and the dashboard.
+//! - [`demo`]: `hazgate demo` — simulator farm, gateway, store and dashboard in one
+//!   process.
 //! - [`actions`]: the pure safety-action controller — power cut on a cut grade, feed
 //!   (馈电) feedback check, fault lockout, manual cut and release.
 //! - [`replay`]: feed recorded readings (CSV) through the engine and print the events,
@@ -43,7 +50,9 @@
 //!   sent over MQTT (QoS 1) or HTTP(S) (optionally SM4-encrypted), as JSON or KJ text.
 
 pub mod actions;
+pub mod api;
 pub mod config;
+pub mod demo;
 pub mod engine;
 pub mod gateway;
 pub mod model;

@@ -6,7 +6,10 @@
 //! the engine and prints every event as a JSON line. `hazgate run --config FILE` runs
 //! the gateway: Modbus polling → engine → the embedded store (and InfluxDB when
 //! configured), until SIGINT or SIGTERM. `hazgate verify-store --config FILE` checks
-//! the store's integrity and hash chains.
+//! the store's integrity and hash chains. `hazgate demo [--listen ADDR]` runs a
+//! simulated coal mine and tank farm, the gateway, an embedded store and the dashboard
+//! in one process and prints fresh access tokens. When `run`'s config has `[api]`
+//! tokens, the HTTP API and dashboard are served on `api.listen`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -49,6 +52,18 @@ enum Command {
         #[arg(long, short = 'c', value_name = "FILE")]
         config: PathBuf,
     },
+    /// Run everything in one process: simulated site, gateway, store, dashboard.
+    Demo {
+        /// Where the dashboard and API listen.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+        /// Keep the store in this file instead of a temporary directory.
+        #[arg(long, value_name = "FILE")]
+        db: Option<PathBuf>,
+        /// Scenario speed factor (1: the site's two-minute story takes two minutes).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
     /// Replay recorded readings through the engine and print every event as JSON.
     ///
     /// The input is CSV, one reading per line: `ts_ms,point,value[,quality]`.
@@ -88,6 +103,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Demo { listen, db, speed } => match demo(listen, db, speed) {
+            Ok(code) => code,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Replay { config, input } => match replay(&config, &input) {
             Ok(code) => code,
             Err(error) => {
@@ -120,13 +142,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         Ok(config) => config,
         Err(code) => return Ok(code),
     };
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HAZGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -159,11 +175,38 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             "hazgate starting"
         );
         let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let catalog = hazgate::api::Catalog::new(&config, &plan.spec);
+        let api_writer = writer.clone();
         let outputs = hazgate::gateway::StoreOutputs { writer, lost: 0 };
-        let running = hazgate::gateway::start(plan, outputs, shutdown, first_alarm_id);
+        let running = hazgate::gateway::start(plan, outputs, shutdown.clone(), first_alarm_id);
+        let server = if config.api.tokens.is_empty() {
+            tracing::info!("no [[api.tokens]] configured: HTTP API not started");
+            None
+        } else {
+            let tokens = hazgate::api::Tokens::from_config(&config.api.tokens);
+            let state = hazgate::api::ApiState::new(
+                catalog,
+                &running,
+                tokens,
+                Some(hazgate::api::StoreAccess {
+                    path: options.path.clone(),
+                    writer: api_writer,
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind(&config.api.listen)
+                .await
+                .with_context(|| format!("listening on {}", config.api.listen))?;
+            tracing::info!(listen = %config.api.listen, "HTTP API and dashboard");
+            Some(tokio::spawn(hazgate::api::serve(listener, state, shutdown)))
+        };
         wait_for_signal().await?;
         tracing::info!("shutting down");
         let _ = stop.send(true);
+        if let Some(server) = server {
+            if let Ok(Err(e)) = server.await {
+                tracing::error!(error = %e, "http server");
+            }
+        }
         running.join().await;
         let _ = writer_task.await;
         if let Some((sink, task)) = sink {
@@ -171,6 +214,55 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             let _ = task.await;
         }
         tracing::info!("stopped");
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HAZGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
+fn demo(listen: std::net::SocketAddr, db: Option<PathBuf>, speed: f64) -> anyhow::Result<ExitCode> {
+    if !(speed > 0.0 && speed <= 1000.0) {
+        anyhow::bail!("--speed must be in (0, 1000]");
+    }
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        let demo = hazgate::demo::Demo::start(hazgate::demo::DemoOptions { listen, db, speed })
+            .await
+            .context("starting the demo")?;
+        println!();
+        println!(
+            "hazgate demo — 演示 (simulated coal heading, sump, tank farm; loops every {:.0} s)",
+            120.0 / speed
+        );
+        println!(
+            "  dashboard (operator): http://{}/#token={}",
+            demo.addr, demo.operator_token
+        );
+        println!("  admin token:    {}", demo.admin_token);
+        println!("  operator token: {}", demo.operator_token);
+        println!("  viewer token:   {}", demo.viewer_token);
+        println!("  store:          {}", demo.db.display());
+        println!(
+            "  API example:    curl -H 'Authorization: Bearer {}' http://{}/api/v1/alarms",
+            demo.viewer_token, demo.addr
+        );
+        println!("Ctrl-C stops.");
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        demo.shutdown().await;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -1,0 +1,226 @@
+//! `GET /metrics`: Prometheus text format. Counters come from the published
+//! snapshot, the sources' atomic stats and the API itself — never from the engine.
+
+use super::ApiState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// One per-device metric: name, type, how to read it.
+type DeviceMetric = (
+    &'static str,
+    &'static str,
+    fn(&crate::sources::modbus::poller::DeviceStats) -> f64,
+);
+
+/// Counters of the API itself.
+#[derive(Debug, Default)]
+pub struct ApiMetrics {
+    pub failed_logins: AtomicU64,
+    pub audit_failures: AtomicU64,
+    pub ws_clients: AtomicU64,
+}
+
+fn esc(s: &str) -> String {
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
+    let snap = s.live.borrow().clone();
+    let mut o = String::with_capacity(4096);
+    let mut g = |name: &str, kind: &str, help: &str, v: f64| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    g(
+        "hazgate_readings_total",
+        "counter",
+        "Readings evaluated by the engine.",
+        snap.readings as f64,
+    );
+    g(
+        "hazgate_alarms_raised_total",
+        "counter",
+        "Alarm episodes raised.",
+        snap.raised as f64,
+    );
+    g(
+        "hazgate_unknown_point_readings_total",
+        "counter",
+        "Readings for unknown points.",
+        snap.unknown_point as f64,
+    );
+    g(
+        "hazgate_bad_quality_readings_total",
+        "counter",
+        "Readings with a bad quality.",
+        snap.bad_quality as f64,
+    );
+    g(
+        "hazgate_alarms_open",
+        "gauge",
+        "Open alarms.",
+        snap.alarms.len() as f64,
+    );
+    g(
+        "hazgate_alarms_per_10min",
+        "gauge",
+        "Alarms raised in the last 10 minutes.",
+        f64::from(snap.alarms_per_10min),
+    );
+    g(
+        "hazgate_alarm_flood",
+        "gauge",
+        "1 while in an alarm flood.",
+        if snap.flood { 1.0 } else { 0.0 },
+    );
+    g(
+        "hazgate_control_queue_depth",
+        "gauge",
+        "Control requests waiting for the engine.",
+        s.control.queued() as f64,
+    );
+    g(
+        "hazgate_api_failed_logins_total",
+        "counter",
+        "Requests with an unknown token.",
+        s.metrics.failed_logins.load(Ordering::Relaxed) as f64,
+    );
+    g(
+        "hazgate_api_audit_failures_total",
+        "counter",
+        "Audit records the store refused.",
+        s.metrics.audit_failures.load(Ordering::Relaxed) as f64,
+    );
+    g(
+        "hazgate_ws_clients",
+        "gauge",
+        "Connected WebSocket clients.",
+        s.metrics.ws_clients.load(Ordering::Relaxed) as f64,
+    );
+    if let Some(store) = &s.store {
+        let st = store.writer.status();
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let mut g = |name: &str, kind: &str, help: &str, v: f64| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        g(
+            "hazgate_store_readings_received_total",
+            "counter",
+            "Readings handed to the store.",
+            l(&st.readings_received),
+        );
+        g(
+            "hazgate_store_readings_stored_total",
+            "counter",
+            "Raw rows stored after the change filter.",
+            l(&st.readings_stored),
+        );
+        g(
+            "hazgate_store_readings_held",
+            "gauge",
+            "Readings held in memory while the store cannot take them.",
+            l(&st.readings_held),
+        );
+        g(
+            "hazgate_store_readings_lost_total",
+            "counter",
+            "Held readings dropped on overflow.",
+            l(&st.readings_lost),
+        );
+        g(
+            "hazgate_store_write_errors_total",
+            "counter",
+            "Failed store calls.",
+            l(&st.write_errors),
+        );
+        g(
+            "hazgate_store_alarm_events_total",
+            "counter",
+            "Alarm events committed.",
+            l(&st.alarm_events),
+        );
+        g(
+            "hazgate_store_audit_rows_total",
+            "counter",
+            "Audit rows committed.",
+            l(&st.audit_rows),
+        );
+        g(
+            "hazgate_store_degraded",
+            "gauge",
+            "1 while storage is degraded.",
+            if st.degraded.load(Ordering::Relaxed) {
+                1.0
+            } else {
+                0.0
+            },
+        );
+    }
+    let per_device: [DeviceMetric; 7] = [
+        ("hazgate_device_polls_total", "counter", |d| {
+            d.polls.load(Ordering::Relaxed) as f64
+        }),
+        ("hazgate_device_failed_polls_total", "counter", |d| {
+            d.failed_polls.load(Ordering::Relaxed) as f64
+        }),
+        ("hazgate_device_timeouts_total", "counter", |d| {
+            d.timeouts.load(Ordering::Relaxed) as f64
+        }),
+        ("hazgate_device_exceptions_total", "counter", |d| {
+            d.exceptions.load(Ordering::Relaxed) as f64
+        }),
+        ("hazgate_device_rtt_seconds", "gauge", |d| {
+            d.last_rtt_us.load(Ordering::Relaxed) as f64 / 1e6
+        }),
+        ("hazgate_device_max_rtt_seconds", "gauge", |d| {
+            d.max_rtt_us.load(Ordering::Relaxed) as f64 / 1e6
+        }),
+        ("hazgate_device_online", "gauge", |d| {
+            if d.online.load(Ordering::Relaxed) {
+                1.0
+            } else {
+                0.0
+            }
+        }),
+    ];
+    for (name, kind, f) in per_device {
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+        for (id, d) in s.devices.iter() {
+            let _ = writeln!(o, "{name}{{device=\"{}\"}} {}", esc(id), f(d));
+        }
+    }
+    let _ = writeln!(o, "# TYPE hazgate_mqtt_messages_total counter");
+    for (id, m) in s.mqtt.iter() {
+        let _ = writeln!(
+            o,
+            "hazgate_mqtt_messages_total{{device=\"{}\"}} {}",
+            esc(id),
+            m.messages.load(Ordering::Relaxed)
+        );
+    }
+    let _ = writeln!(o, "# TYPE hazgate_hazard_source_risk gauge");
+    for h in &snap.hazard_sources {
+        let level = match h.colour {
+            crate::model::Colour::Blue => 1,
+            crate::model::Colour::Yellow => 2,
+            crate::model::Colour::Orange => 3,
+            crate::model::Colour::Red => 4,
+        };
+        let _ = writeln!(
+            o,
+            "hazgate_hazard_source_risk{{source=\"{}\"}} {level}",
+            esc(&h.id)
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        o,
+    )
+}

@@ -1,0 +1,138 @@
+//! `hazgate demo` in-process: the farm, gateway, store and HTTP server start with no
+//! outside service, a scenario alarm appears on the API within its first minute, and
+//! an acknowledgement over HTTP is stored and audited.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use hazgate::demo::{Demo, DemoOptions};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+async fn get(client: &reqwest::Client, url: &str, token: &str) -> Value {
+    let text = client
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_raises_alarms_that_can_be_acknowledged_over_http() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(DemoOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        db: Some(dir.path().join("demo.db")),
+        // The two-minute story in 30 s.
+        speed: 4.0,
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{}", demo.addr);
+    let client = reqwest::Client::new();
+
+    let t0 = Instant::now();
+    let alarm = loop {
+        let v = get(
+            &client,
+            &format!("{base}/api/v1/alarms"),
+            &demo.viewer_token,
+        )
+        .await;
+        if let Some(a) = v["alarms"]
+            .as_array()
+            .and_then(|a| a.iter().find(|a| a["state"] == "unacked"))
+        {
+            break a.clone();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no alarm within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let id = alarm["id"].as_u64().unwrap();
+
+    let points = get(
+        &client,
+        &format!("{base}/api/v1/points"),
+        &demo.viewer_token,
+    )
+    .await;
+    let good = points["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["quality"] == "good")
+        .count();
+    assert!(good >= 5, "points read over Modbus: {points}");
+    let devices = get(
+        &client,
+        &format!("{base}/api/v1/devices"),
+        &demo.viewer_token,
+    )
+    .await;
+    assert!(
+        devices["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["online"] == true),
+        "{devices}"
+    );
+
+    // A viewer may not acknowledge; the operator may.
+    let url = format!("{base}/api/v1/alarms/{id}/ack");
+    let body = json!({"name": "王五", "comment": "demo test"}).to_string();
+    let r = client
+        .post(&url)
+        .bearer_auth(&demo.viewer_token)
+        .header("content-type", "application/json")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = client
+        .post(&url)
+        .bearer_auth(&demo.operator_token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+
+    let v = get(
+        &client,
+        &format!("{base}/api/v1/alarms/{id}"),
+        &demo.viewer_token,
+    )
+    .await;
+    let events = v["events"].as_array().unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["transition"] == "acknowledged" && e["alarm"]["ack"]["by"] == "王五"),
+        "{v}"
+    );
+    let audit = get(&client, &format!("{base}/api/v1/audit"), &demo.admin_token).await;
+    assert!(audit["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["action"] == "acknowledge" && r["who"] == "demo-operator"));
+    let html = client
+        .get(format!("{base}/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("调度室"));
+    demo.shutdown().await;
+}
