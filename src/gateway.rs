@@ -92,6 +92,9 @@ impl Outputs for LogOutputs {
 /// transitions committed with fsync before `events` returns, then logged.
 pub struct StoreOutputs {
     pub writer: StoreWriter,
+    /// Sinks to wake as soon as alarm transitions are committed (the uplink), so an
+    /// alarm leaves without waiting for their next look at the log.
+    pub wake: Vec<crate::uplink::UplinkSink>,
     /// Readings the store refused because its writer stopped (logged once).
     pub lost: u64,
 }
@@ -115,8 +118,11 @@ impl Outputs for StoreOutputs {
             })
             .collect();
         if !alarms.is_empty() {
-            if let Err(e) = self.writer.commit_alarms(alarms).await {
-                tracing::error!(error = %e, "alarm transitions could not be committed to the store");
+            match self.writer.commit_alarms(alarms).await {
+                Ok(_) => self.wake.iter().for_each(|s| s.wake()),
+                Err(e) => {
+                    tracing::error!(error = %e, "alarm transitions could not be committed to the store")
+                }
             }
         }
         let stale: Vec<Reading> = events
@@ -201,6 +207,9 @@ pub struct Plan {
     pub spec: EngineSpec,
     pub links: Vec<LinkSpec>,
     pub mqtt: Vec<MqttDeviceSpec>,
+    /// Alarm episodes open in the durable log when the gateway last stopped, with
+    /// `point` already mapped to this spec; the engine continues them.
+    pub restore: Vec<crate::engine::Alarm>,
 }
 
 impl Plan {
@@ -208,7 +217,12 @@ impl Plan {
         let mut spec = config.engine_spec();
         let links = build::links(config, &mut spec);
         let mqtt = mqtt::subscriptions(config, &mut spec);
-        Plan { spec, links, mqtt }
+        Plan {
+            spec,
+            links,
+            mqtt,
+            restore: Vec::new(),
+        }
     }
 }
 
@@ -444,6 +458,16 @@ pub fn start<O: Outputs + 'static>(
     let modbus = ModbusSource::start(plan.links, tx.clone(), shutdown.clone());
     let mqtt = MqttSource::start(plan.mqtt, tx, shutdown.clone());
     let mut engine = Engine::new(plan.spec, now(), first_alarm_id);
+    if !plan.restore.is_empty() {
+        let mut restored_events = Vec::new();
+        let count = plan.restore.len();
+        let refused = engine.restore(plan.restore, now(), &mut restored_events);
+        tracing::info!(
+            restored = count - refused.len(),
+            refused = refused.len(),
+            "open alarms restored from the store"
+        );
+    }
     let (live_tx, live) = watch::channel(Arc::new(snapshot(&mut engine, 0, now())));
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let engine_task = tokio::spawn(engine_loop(

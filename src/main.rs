@@ -148,7 +148,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async {
-        let plan = hazgate::gateway::Plan::from_config(&config);
+        let mut plan = hazgate::gateway::Plan::from_config(&config);
         let options = config.store_options();
         let mut store = hazgate::store::Store::open(&options)
             .with_context(|| format!("opening the store {}", options.path.display()))?;
@@ -156,12 +156,35 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             .register_points(&config.point_meta(&plan.spec))
             .context("registering points in the store")?;
         let first_alarm_id = store.next_alarm_id().context("reading the last alarm id")?;
+        // Alarms still open when the gateway last stopped continue under their ids.
+        let open = hazgate::store::Reader::open(&options.path)
+            .and_then(|r| r.open_alarms())
+            .context("reading the open alarms")?;
+        for (point_id, mut alarm) in open {
+            match plan.spec.points.iter().position(|p| p.id == point_id) {
+                Some(i) => {
+                    alarm.point = hazgate::model::PointId(i as u32);
+                    plan.restore.push(alarm);
+                }
+                None => tracing::warn!(
+                    alarm = alarm.id.0,
+                    point = %point_id,
+                    "an open alarm's point is no longer configured; it stays open in the log"
+                ),
+            }
+        }
         let (writer, writer_task) = hazgate::store::StoreWriter::spawn(store);
         let sink = match config.influx_options() {
             Some(opts) => Some(
                 hazgate::sinks::influxdb::InfluxSink::spawn(opts)
                     .context("starting the InfluxDB sink")?,
             ),
+            None => None,
+        };
+        let uplink = match config.uplink_options(&plan.spec) {
+            Some(opts) => {
+                Some(hazgate::uplink::UplinkSink::spawn(opts).context("starting the uplink")?)
+            }
             None => None,
         };
         tracing::info!(
@@ -171,13 +194,19 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             devices = plan.links.iter().map(|l| l.devices.len()).sum::<usize>(),
             store = %options.path.display(),
             influxdb = sink.is_some(),
+            uplink = uplink.is_some(),
+            restored_alarms = plan.restore.len(),
             first_alarm_id,
             "hazgate starting"
         );
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let catalog = hazgate::api::Catalog::new(&config, &plan.spec);
         let api_writer = writer.clone();
-        let outputs = hazgate::gateway::StoreOutputs { writer, lost: 0 };
+        let outputs = hazgate::gateway::StoreOutputs {
+            writer,
+            wake: uplink.iter().map(|(u, _)| u.clone()).collect(),
+            lost: 0,
+        };
         let running = hazgate::gateway::start(plan, outputs, shutdown.clone(), first_alarm_id);
         let server = if config.api.tokens.is_empty() {
             tracing::info!("no [[api.tokens]] configured: HTTP API not started");
@@ -211,6 +240,10 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         let _ = writer_task.await;
         if let Some((sink, task)) = sink {
             sink.shutdown().await;
+            let _ = task.await;
+        }
+        if let Some((uplink, task)) = uplink {
+            uplink.shutdown().await;
             let _ = task.await;
         }
         tracing::info!("stopped");

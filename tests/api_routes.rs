@@ -117,6 +117,7 @@ impl Site {
             plan,
             StoreOutputs {
                 writer: writer.clone(),
+                wake: Vec::new(),
                 lost: 0,
             },
             shutdown,

@@ -1,7 +1,7 @@
 //! `hazgate run` as a user runs it: a config file, a simulated site, the real binary.
 //! Methane above the cut level is read over Modbus, the power-cut alarm is committed
 //! to the store, SIGTERM stops the gateway cleanly, `verify-store` vouches for the
-//! store and catches tampering, and a restart continues the alarm ids.
+//! store and catches tampering, and a restart continues the open alarm under its id.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hazgate_sim::farm::{Farm, FarmOptions};
@@ -139,6 +139,12 @@ impl Gateway {
     }
 }
 
+/// Whether the store holds any event of alarm `id`.
+fn gw_seen_raise(db: &Path, id: i64) -> bool {
+    let reader = hazgate::store::Reader::open(db).unwrap();
+    !reader.alarm_history(id).unwrap().is_empty()
+}
+
 fn verify(cfg: &Path) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hazgate"))
         .args(["verify-store", "--config"])
@@ -182,14 +188,31 @@ async fn run_cuts_power_in_the_store_stops_on_sigterm_and_keeps_alarm_ids() {
     assert!(ok, "{out}");
     assert!(out.contains("ok"), "{out}");
 
-    // A restart continues the ids: the still-high methane raises alarm 2, not 1 again.
+    // A restart continues the open episode: the still-high methane is alarm 1, under
+    // its id, and no second alarm is raised for it.
     let mut gw = Gateway::start(&cfg);
     let start = gw.wait_line("announcing the start", |l| l.contains("hazgate starting"));
     assert!(start.contains("first_alarm_id=2"), "{start}");
-    gw.wait_line("with the new episode", |l| {
-        l.contains("raised") && l.contains("alarm=2")
-    });
+    assert!(start.contains("restored_alarms=1"), "{start}");
+    // Give it ten polls to (wrongly) raise a new episode.
+    std::thread::sleep(Duration::from_secs(2));
     gw.terminate();
+    assert!(
+        !gw_seen_raise(&db, 2),
+        "the restored episode must not be raised again under a new id"
+    );
+    let raised: Vec<String> = reader
+        .alarm_history(1)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.transition)
+        .filter(|t| t == "raised")
+        .collect();
+    assert_eq!(
+        raised.len(),
+        1,
+        "alarm 1 was raised once, across the restart"
+    );
 
     // Tampering with a committed alarm is caught.
     {

@@ -242,6 +242,7 @@ impl Demo {
         let outputs = DemoOutputs {
             store: StoreOutputs {
                 writer: writer.clone(),
+                wake: Vec::new(),
                 lost: 0,
             },
             cut_point: catalog.point_index(CUT_POINT),
