@@ -210,6 +210,9 @@ pub struct Plan {
     /// Alarm episodes open in the durable log when the gateway last stopped, with
     /// `point` already mapped to this spec; the engine continues them.
     pub restore: Vec<crate::engine::Alarm>,
+    /// `system:storage`: 1 while the store writes normally, 0 while it is degraded
+    /// (disk full or the disk limit forced a loss) — one alarm for the dispatch room.
+    pub storage_point: PointId,
 }
 
 impl Plan {
@@ -217,11 +220,14 @@ impl Plan {
         let mut spec = config.engine_spec();
         let links = build::links(config, &mut spec);
         let mqtt = mqtt::subscriptions(config, &mut spec);
+        let storage_point =
+            crate::sources::push_status_point(&mut spec, "system:storage".into(), "存储降级");
         Plan {
             spec,
             links,
             mqtt,
             restore: Vec::new(),
+            storage_point,
         }
     }
 }
@@ -627,4 +633,42 @@ async fn engine_loop<O: Outputs>(
     }
     outputs.flush().await;
     engine
+}
+
+/// Reports the store's state to the engine as the `system:storage` point: 1 while it
+/// writes normally, 0 while degraded (disk full, or the disk limit forced a loss), so a
+/// degraded store raises one alarm that reaches the dashboard and the uplink.
+pub async fn watch_storage(
+    status: std::sync::Arc<crate::store::StoreStatus>,
+    point: crate::model::PointId,
+    control: Control,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut last = None;
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let degraded = status.degraded.load(std::sync::atomic::Ordering::Relaxed);
+        if last == Some(degraded) {
+            continue;
+        }
+        if degraded {
+            tracing::error!("storage degraded: the disk is full or its limit forced a loss");
+        } else if last.is_some() {
+            tracing::info!("storage back to normal");
+        }
+        let reading = crate::model::Reading {
+            point,
+            ts: now(),
+            value: if degraded { 0.0 } else { 1.0 },
+            quality: crate::model::Quality::Good,
+        };
+        if control.send(Command::Inject(vec![reading])).await.is_err() {
+            return;
+        }
+        last = Some(degraded);
+    }
 }

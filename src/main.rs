@@ -202,12 +202,20 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let catalog = hazgate::api::Catalog::new(&config, &plan.spec);
         let api_writer = writer.clone();
+        let storage_point = plan.storage_point;
+        let storage_status = writer.status().clone();
         let outputs = hazgate::gateway::StoreOutputs {
             writer,
             wake: uplink.iter().map(|(u, _)| u.clone()).collect(),
             lost: 0,
         };
         let running = hazgate::gateway::start(plan, outputs, shutdown.clone(), first_alarm_id);
+        let storage_watch = tokio::spawn(hazgate::gateway::watch_storage(
+            storage_status,
+            storage_point,
+            running.control.clone(),
+            shutdown.clone(),
+        ));
         let server = if config.api.tokens.is_empty() {
             tracing::info!("no [[api.tokens]] configured: HTTP API not started");
             None
@@ -236,6 +244,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 tracing::error!(error = %e, "http server");
             }
         }
+        let _ = storage_watch.await;
         running.join().await;
         let _ = writer_task.await;
         if let Some((sink, task)) = sink {

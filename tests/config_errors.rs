@@ -383,3 +383,20 @@ fn equal_triggers_need_a_more_severe_later_grade() {
         "{err:?}"
     );
 }
+
+#[test]
+fn store_size_limit_maps_to_the_store_and_is_checked() {
+    let base = std::fs::read_to_string("tests/fixtures/config/valid-minimal.toml").unwrap();
+    let ok = hazgate::config::Config::from_toml_str(
+        &format!("{base}\n[storage]\nmax_size_mb = 512\n"),
+        "limit.toml",
+    )
+    .unwrap();
+    assert_eq!(ok.store_options().disk_limit_bytes, Some(512 * 1024 * 1024));
+    let err = hazgate::config::Config::from_toml_str(
+        &format!("{base}\n[storage]\nmax_size_mb = 1\n"),
+        "tiny.toml",
+    )
+    .expect_err("too small");
+    assert!(format!("{err:?}").contains("max_size_mb"), "{err:?}");
+}

@@ -160,7 +160,7 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
             },
         );
     }
-    let per_device: [DeviceMetric; 7] = [
+    let per_device: [DeviceMetric; 10] = [
         ("hazgate_device_polls_total", "counter", |d| {
             d.polls.load(Ordering::Relaxed) as f64
         }),
@@ -178,6 +178,15 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
         }),
         ("hazgate_device_max_rtt_seconds", "gauge", |d| {
             d.max_rtt_us.load(Ordering::Relaxed) as f64 / 1e6
+        }),
+        ("hazgate_device_poll_jitter_seconds", "gauge", |d| {
+            d.last_jitter_us.load(Ordering::Relaxed) as f64 / 1e6
+        }),
+        ("hazgate_device_max_poll_jitter_seconds", "gauge", |d| {
+            d.max_jitter_us.load(Ordering::Relaxed) as f64 / 1e6
+        }),
+        ("hazgate_device_poll_overruns_total", "counter", |d| {
+            d.overruns.load(Ordering::Relaxed) as f64
         }),
         ("hazgate_device_online", "gauge", |d| {
             if d.online.load(Ordering::Relaxed) {

@@ -159,6 +159,7 @@ impl Config {
             readings_retention_days: s.raw_retention_days,
             stats_retention_days: s.event_retention_days,
             events_retention_days: s.event_retention_days,
+            disk_limit_bytes: s.max_size_mb.map(|mb| mb.saturating_mul(1024 * 1024)),
             ..crate::store::StoreOptions::default()
         }
     }

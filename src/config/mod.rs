@@ -642,6 +642,12 @@ pub struct StorageConfig {
     /// 365 on a coal mine).
     #[serde(default = "default_event_retention_days")]
     pub event_retention_days: u32,
+    /// Upper bound on the store's size (MB). When it is reached, readings wait in
+    /// memory, alarm transitions make room by deleting the oldest readings (the loss is
+    /// counted), and a `system:storage` alarm is raised until space returns. Default:
+    /// none (the disk's own size is the limit).
+    #[serde(default)]
+    pub max_size_mb: Option<u64>,
 }
 
 fn default_storage_path() -> String {
@@ -665,6 +671,7 @@ impl Default for StorageConfig {
             heartbeat_s: default_heartbeat_s(),
             raw_retention_days: default_raw_retention_days(),
             event_retention_days: default_event_retention_days(),
+            max_size_mb: None,
         }
     }
 }

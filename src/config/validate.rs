@@ -1103,6 +1103,15 @@ fn check_storage(c: &mut Checker) {
     let path = KeyPath::root().key("storage");
     c.non_empty(&storage.path, path.key("path"));
     c.positive(storage.heartbeat_s, path.key("heartbeat_s"));
+    if let Some(mb) = storage.max_size_mb {
+        if mb < 16 {
+            c.report(
+                Problem::Value,
+                path.key("max_size_mb"),
+                format!("{mb} MB leaves no room for alarms and audit: at least 16"),
+            );
+        }
+    }
     if !c.origins.site_known {
         return;
     }
