@@ -60,4 +60,5 @@ pub mod replay;
 pub mod sinks;
 pub mod sources;
 pub mod store;
+pub mod tls;
 pub mod uplink;

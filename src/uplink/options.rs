@@ -7,13 +7,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 /// TLS files (PEM) for `mqtts://` and `https://`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TlsFiles {
-    /// CA certificates; `None` = the system's roots.
-    pub ca_file: Option<String>,
-    pub client_cert_file: Option<String>,
-    pub client_key_file: Option<String>,
-}
+pub use crate::tls::TlsFiles;
 
 /// MQTT transport: QoS 1 PUBLISH, persistent session, last will and retained status.
 #[derive(Debug, Clone, PartialEq)]

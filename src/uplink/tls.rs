@@ -1,69 +1,10 @@
-//! rustls on the `ring` provider for `mqtts://` and `https://`: roots from `ca_file`
-//! (else the system's), and a client certificate when one is configured. The same
-//! recipe as the MQTT source (`sources::mqtt::client`), kept here so the uplink does
-//! not reach into a source's private parts.
+//! TLS for the uplink's MQTT and HTTPS transports (the shared builder in
+//! [`crate::tls`]).
 
 use super::options::TlsFiles;
 use super::UplinkError;
 use std::sync::Arc;
 
-fn read(path: &str) -> Result<Vec<u8>, UplinkError> {
-    std::fs::read(path).map_err(|e| UplinkError::Tls(format!("reading {path}: {e}")))
-}
-
-fn bad(path: &str, e: impl std::fmt::Display) -> UplinkError {
-    UplinkError::Tls(format!("{path}: {e}"))
-}
-
-/// A client configuration for `tls`.
 pub fn client_config(tls: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, UplinkError> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_file {
-        Some(path) => {
-            let pem = read(path)?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| bad(path, e))?;
-                roots.add(cert).map_err(|e| bad(path, e))?;
-            }
-            if roots.is_empty() {
-                return Err(bad(path, "no certificate found"));
-            }
-        }
-        None => {
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err(UplinkError::Tls(
-                    "no system CA certificates found; set `ca_file`".into(),
-                ));
-            }
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| UplinkError::Tls(e.to_string()))?
-    .with_root_certificates(roots);
-    let config = match (&tls.client_cert_file, &tls.client_key_file) {
-        (Some(cert_path), Some(key_path)) => {
-            let pem = read(cert_path)?;
-            let chain = rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad(cert_path, e))?;
-            if chain.is_empty() {
-                return Err(bad(cert_path, "no certificate found"));
-            }
-            let pem = read(key_path)?;
-            let key = rustls_pemfile::private_key(&mut pem.as_slice())
-                .map_err(|e| bad(key_path, e))?
-                .ok_or_else(|| bad(key_path, "no private key found"))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| UplinkError::Tls(e.to_string()))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    Ok(Arc::new(config))
+    crate::tls::client_config(tls).map_err(|e| UplinkError::Tls(e.to_string()))
 }

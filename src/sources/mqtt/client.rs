@@ -8,7 +8,6 @@
 
 use super::driver::{BrokerSpec, MqttDeviceSpec, MqttVersion};
 use rumqttc::v5;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Keep-alive: a half-open connection is noticed within about 1.5 × this.
@@ -263,74 +262,15 @@ impl Conn {
     }
 }
 
-fn read(path: &str) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path).map_err(|e| ClientError::File {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-fn file_err(path: &str, reason: impl ToString) -> ClientError {
-    ClientError::File {
-        path: path.to_owned(),
-        reason: reason.to_string(),
-    }
-}
-
 /// rustls on the `ring` provider: roots from `ca_file` (else the system's), and a
 /// client certificate when one is configured.
 fn tls_config(b: &BrokerSpec) -> Result<rumqttc::TlsConfiguration, ClientError> {
     let Some(tls) = &b.tls else {
         return Err(ClientError::Tls("no TLS settings".into()));
     };
-    let mut roots = rustls::RootCertStore::empty();
-    match &tls.ca_file {
-        Some(path) => {
-            let pem = read(path)?;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| file_err(path, e))?;
-                roots.add(cert).map_err(|e| file_err(path, e))?;
-            }
-            if roots.is_empty() {
-                return Err(file_err(path, "no certificate found"));
-            }
-        }
-        None => {
-            let found = rustls_native_certs::load_native_certs();
-            for cert in found.certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                return Err(ClientError::Tls(
-                    "no system CA certificates found; set `ca_file`".into(),
-                ));
-            }
-        }
-    }
-    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| ClientError::Tls(e.to_string()))?
-    .with_root_certificates(roots);
-    let config = match (&tls.client_cert_file, &tls.client_key_file) {
-        (Some(cert_path), Some(key_path)) => {
-            let pem = read(cert_path)?;
-            let chain = rustls_pemfile::certs(&mut pem.as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| file_err(cert_path, e))?;
-            if chain.is_empty() {
-                return Err(file_err(cert_path, "no certificate found"));
-            }
-            let pem = read(key_path)?;
-            let key = rustls_pemfile::private_key(&mut pem.as_slice())
-                .map_err(|e| file_err(key_path, e))?
-                .ok_or_else(|| file_err(key_path, "no private key found"))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| ClientError::Tls(e.to_string()))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
+    let config = crate::tls::client_config(tls).map_err(|e| match e {
+        crate::tls::TlsError::File { path, reason } => ClientError::File { path, reason },
+        crate::tls::TlsError::Tls(reason) => ClientError::Tls(reason),
+    })?;
+    Ok(rumqttc::TlsConfiguration::Rustls(config))
 }

@@ -70,13 +70,7 @@ pub enum MqttVersion {
 }
 
 /// TLS files (PEM).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TlsSpec {
-    /// CA certificates; `None` = the system's roots.
-    pub ca_file: Option<String>,
-    pub client_cert_file: Option<String>,
-    pub client_key_file: Option<String>,
-}
+pub use crate::tls::TlsFiles as TlsSpec;
 
 /// Where the broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,87 @@
+//! TLS client configuration shared by every MQTT and HTTPS connection: rustls on the
+//! `ring` provider (no aws-lc), roots from a CA file or the system's, and a client
+//! certificate when one is configured.
+
+use std::sync::Arc;
+
+/// TLS files (PEM).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsFiles {
+    /// CA certificates; `None` = the system's roots.
+    pub ca_file: Option<String>,
+    pub client_cert_file: Option<String>,
+    pub client_key_file: Option<String>,
+}
+
+/// Why a TLS configuration could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{0}")]
+    Tls(String),
+}
+
+fn read(path: &str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| bad(path, format!("reading: {e}")))
+}
+
+fn bad(path: &str, e: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+/// Build the client configuration for `tls`.
+pub fn client_config(tls: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &tls.ca_file {
+        Some(path) => {
+            let pem = read(path)?;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| bad(path, e))?;
+                roots.add(cert).map_err(|e| bad(path, e))?;
+            }
+            if roots.is_empty() {
+                return Err(bad(path, "no certificate found"));
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(TlsError::Tls(
+                    "no system CA certificates found; set `ca_file`".into(),
+                ));
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsError::Tls(e.to_string()))?
+    .with_root_certificates(roots);
+    let config = match (&tls.client_cert_file, &tls.client_key_file) {
+        (Some(cert_path), Some(key_path)) => {
+            let pem = read(cert_path)?;
+            let chain = rustls_pemfile::certs(&mut pem.as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(cert_path, e))?;
+            if chain.is_empty() {
+                return Err(bad(cert_path, "no certificate found"));
+            }
+            let pem = read(key_path)?;
+            let key = rustls_pemfile::private_key(&mut pem.as_slice())
+                .map_err(|e| bad(key_path, e))?
+                .ok_or_else(|| bad(key_path, "no private key found"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::Tls(e.to_string()))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
