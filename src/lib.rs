@@ -45,6 +45,7 @@
 //!   statistics, hash-chained alarm events and audit, sink cursors, retention.
 //! - [`sinks`]: consumers that read the log by their own cursor — the InfluxDB sink
 //!   (line protocol over `/api/v2/write` or `/write`).
+//! - [`tls`]: the one TLS client builder (rustls on `ring`) for MQTT and HTTPS.
 //! - [`uplink`]: the feed to the provincial supervision platform — alarm transitions
 //!   first, real-time values and a heartbeat, read from the log by its own cursor and
 //!   sent over MQTT (QoS 1) or HTTP(S) (optionally SM4-encrypted), as JSON or KJ text.
