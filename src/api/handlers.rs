@@ -220,22 +220,15 @@ pub async fn out_of_service(
 ) -> ApiResult {
     let who = authorize(&s, &h, Role::Admin).await?;
     let b = body(b)?;
-    let reason = text(b.reason, "reason", 500, false)?;
-    let i = point_index(&s, &id)?;
-    s.control
-        .send(Command::OutOfService {
-            point: PointId(i),
-            out_of_service: b.out_of_service,
-        })
-        .await
-        .map_err(control_error)?;
-    let action = if b.out_of_service {
-        "out_of_service"
-    } else {
-        "in_service"
-    };
-    audit(&s, &who.name, action, &id, &reason).await;
-    Ok(Json(point_json(&s, i as usize)))
+    let on = b.out_of_service;
+    let action = if on { "out_of_service" } else { "in_service" };
+    set_point_mode(&s, &who.name, &id, b.reason, action, |point| {
+        Command::OutOfService {
+            point,
+            out_of_service: on,
+        }
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -253,22 +246,39 @@ pub async fn maintenance(
 ) -> ApiResult {
     let who = authorize(&s, &h, Role::Admin).await?;
     let b = body(b)?;
-    let reason = text(b.reason, "reason", 500, false)?;
-    let i = point_index(&s, &id)?;
-    s.control
-        .send(Command::Maintenance {
-            point: PointId(i),
-            maintenance: b.maintenance,
-        })
-        .await
-        .map_err(control_error)?;
-    let action = if b.maintenance {
+    let on = b.maintenance;
+    let action = if on {
         "maintenance_on"
     } else {
         "maintenance_off"
     };
-    audit(&s, &who.name, action, &id, &reason).await;
-    Ok(Json(point_json(&s, i as usize)))
+    set_point_mode(&s, &who.name, &id, b.reason, action, |point| {
+        Command::Maintenance {
+            point,
+            maintenance: on,
+        }
+    })
+    .await
+}
+
+/// An authorised admin switches a point's mode (out of service, maintenance): sent
+/// to the engine, audited with the reason, answered with the point as it is now.
+async fn set_point_mode(
+    s: &ApiState,
+    who: &str,
+    id: &str,
+    reason: Option<String>,
+    action: &str,
+    command: impl FnOnce(PointId) -> Command,
+) -> ApiResult {
+    let reason = text(reason, "reason", 500, false)?;
+    let i = point_index(s, id)?;
+    s.control
+        .send(command(PointId(i)))
+        .await
+        .map_err(control_error)?;
+    audit(s, who, action, id, &reason).await;
+    Ok(Json(point_json(s, i as usize)))
 }
 
 fn alarm_json(s: &ApiState, a: &crate::engine::Alarm) -> Value {

@@ -262,6 +262,9 @@ impl Config {
         o.realtime_batch_max = c.realtime_batch_max as usize;
         o.heartbeat_interval_ms = c.heartbeat_interval_ms;
         o.retry_max_ms = c.retry_max_ms;
+        // `hazgate run` wakes the uplink after every alarm commit, so its own look at
+        // the log is only a safety net: once a second, not 200 times.
+        o.alarm_poll_interval_ms = 1_000;
         o.grades = spec
             .points
             .iter()

@@ -129,42 +129,29 @@ fn check_site(c: &mut Checker) {
 
 fn check_duplicates(c: &mut Checker) {
     let config = c.config;
+    let sources = config.hazard_sources.iter().map(|h| h.id.as_str());
+    duplicate_ids(c, "hazard source", sources, Origins::hazard_source);
+    let devices = config.devices.iter().map(|d| d.id.as_str());
+    duplicate_ids(c, "device", devices, Origins::device);
+    let points = config.points.iter().map(|p| p.id.as_str());
+    duplicate_ids(c, "point", points, Origins::point);
+}
+
+/// Report every id that repeats an earlier one, at the repeat, naming the first place.
+fn duplicate_ids<'a>(
+    c: &mut Checker,
+    what: &str,
+    ids: impl Iterator<Item = &'a str>,
+    place: fn(&Origins, usize) -> KeyPath,
+) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, source) in config.hazard_sources.iter().enumerate() {
-        if let Some(first) = seen.insert(&source.id, i) {
-            let first = c.origins.hazard_source(first);
+    for (i, id) in ids.enumerate() {
+        if let Some(first) = seen.insert(id, i) {
+            let first = place(c.origins, first);
             c.report(
                 Problem::Duplicate,
-                c.origins.hazard_source(i).key("id"),
-                format!(
-                    "duplicate hazard source id `{}` (first used at {first})",
-                    source.id
-                ),
-            );
-        }
-    }
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, device) in config.devices.iter().enumerate() {
-        if let Some(first) = seen.insert(&device.id, i) {
-            let first = c.origins.device(first);
-            c.report(
-                Problem::Duplicate,
-                c.origins.device(i).key("id"),
-                format!(
-                    "duplicate device id `{}` (first used at {first})",
-                    device.id
-                ),
-            );
-        }
-    }
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, point) in config.points.iter().enumerate() {
-        if let Some(first) = seen.insert(&point.id, i) {
-            let first = c.origins.point(first);
-            c.report(
-                Problem::Duplicate,
-                c.origins.point(i).key("id"),
-                format!("duplicate point id `{}` (first used at {first})", point.id),
+                place(c.origins, i).key("id"),
+                format!("duplicate {what} id `{id}` (first used at {first})"),
             );
         }
     }

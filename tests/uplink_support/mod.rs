@@ -4,9 +4,11 @@
 
 #[path = "../support/mosquitto.rs"]
 pub mod mosquitto;
+#[path = "../support/mod.rs"]
+mod store_support;
 
-use hazgate::engine::{Alarm, AlarmEvent, AlarmKind, AlarmState, Transition};
-use hazgate::model::{AlarmId, Colour, PointId, Quality, Reading, Timestamp};
+use hazgate::engine::{AlarmEvent, Transition};
+use hazgate::model::{PointId, Quality, Reading, Timestamp};
 use hazgate::store::{PointMeta, Store, StoreOptions};
 use std::io::BufRead;
 use std::path::Path;
@@ -37,30 +39,8 @@ pub fn store(path: &Path, n: usize) -> Store {
     s
 }
 
-pub fn alarm_event(id: u64, point: u32, transition: Transition, ts: i64) -> AlarmEvent {
-    AlarmEvent {
-        transition,
-        ts: Timestamp(ts),
-        alarm: Alarm {
-            id: AlarmId(id),
-            point: PointId(point),
-            kind: AlarmKind::Value,
-            state: AlarmState::Unacked,
-            grade: Some(1),
-            grade_name: "断电".into(),
-            colour: Colour::Red,
-            power_cut: true,
-            raised_at: Timestamp(ts),
-            changed_at: Timestamp(ts),
-            value: 1.6,
-            peak: 1.7,
-            peak_at: Timestamp(ts),
-            returned_at: None,
-            ack: None,
-            shelved: None,
-        },
-    }
-}
+/// The store tests' alarm event builder.
+pub use store_support::alarm_event;
 
 /// Append `n` alarm events (alarm ids from `first`), return their seqs.
 pub fn add_alarms(s: &mut Store, first: u64, n: u64) -> Vec<i64> {
