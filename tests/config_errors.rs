@@ -400,3 +400,86 @@ fn store_size_limit_maps_to_the_store_and_is_checked() {
     .expect_err("too small");
     assert!(format!("{err:?}").contains("max_size_mb"), "{err:?}");
 }
+
+#[test]
+fn safety_actions_that_could_not_act_are_rejected() {
+    let found = problems("actions");
+    // The first action is fine: nothing is reported under actions[0].
+    assert!(
+        !found
+            .iter()
+            .any(|d| d.path.to_string().starts_with("actions[0]")),
+        "{found:#?}"
+    );
+    assert_has(
+        &found,
+        Problem::Reference,
+        "actions[1].triggers[0]",
+        72,
+        "no point with id `NOPE`",
+    );
+    assert_has(
+        &found,
+        Problem::Action,
+        "actions[1].triggers[1]",
+        72,
+        "point `FEED` has no power-cut grade",
+    );
+    assert_has(
+        &found,
+        Problem::Reference,
+        "actions[1].relays[0].device",
+        74,
+        "no device with id `GHOST`",
+    );
+    assert_has(
+        &found,
+        Problem::Action,
+        "actions[1].relays[1].table",
+        78,
+        "read-only area",
+    );
+    assert_has(
+        &found,
+        Problem::Action,
+        "actions[1].relays[2].address",
+        82,
+        "no point describes coil 7 on device `D`",
+    );
+    assert_has(
+        &found,
+        Problem::Value,
+        "actions[1].relays[2].cut_value",
+        83,
+        "a coil is 0 or 1, not 2",
+    );
+    assert_has(
+        &found,
+        Problem::Action,
+        "actions[1].relays[3].address",
+        86,
+        "already driven by actions[0].relays[0]",
+    );
+    assert_has(
+        &found,
+        Problem::Reference,
+        "actions[1].relays[3].feedback",
+        87,
+        "no point with id `NO-FEED`",
+    );
+    assert_has(
+        &found,
+        Problem::Missing,
+        "actions[2].triggers",
+        89,
+        "needs `triggers`",
+    );
+    assert_has(
+        &found,
+        Problem::Missing,
+        "actions[2].relays",
+        89,
+        "at least one",
+    );
+    assert_eq!(found.len(), 10, "{found:#?}");
+}

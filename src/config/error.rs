@@ -115,6 +115,9 @@ pub enum Problem {
     Binding,
     /// A sensor range or a threshold outside it.
     Range,
+    /// A safety action that could not act: a read-only table, an address no point
+    /// describes, a trigger with no cut grade, a relay driven by two actions.
+    Action,
     /// Any other value that is out of its allowed set (URLs, addresses, counts…).
     Value,
 }

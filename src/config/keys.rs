@@ -93,6 +93,13 @@ pub(crate) fn config_shape() -> Shape {
             table::<ApiConfig>(vec![("tokens", array(table::<TokenConfig>(vec![])))]),
         ),
         ("alarm_rate", table::<AlarmRateConfig>(vec![])),
+        (
+            "actions",
+            array(table::<ActionConfig>(vec![(
+                "relays",
+                array(table::<RelayConfig>(vec![])),
+            )])),
+        ),
     ])
 }
 

@@ -136,6 +136,7 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
     let api = section::<ApiConfig>(&mut table, "api", &env_paths, &mut diagnostics);
     let alarm_rate =
         section::<AlarmRateConfig>(&mut table, "alarm_rate", &env_paths, &mut diagnostics);
+    let actions = elements::<ActionConfig>(&mut table, "actions", &mut diagnostics);
 
     let config = Config {
         // A placeholder only when [site] itself failed; the semantic checks are told
@@ -154,6 +155,7 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
         uplink,
         api,
         alarm_rate,
+        actions: actions.parsed,
     };
     let origins = Origins {
         hazard_sources: hazard_sources.origin,
@@ -161,6 +163,8 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
         points: points.origin,
         broken_hazard_sources: hazard_sources.broken_ids,
         broken_devices: devices.broken_ids,
+        broken_points: points.broken_ids,
+        actions: actions.origin,
         site_known,
     };
     diagnostics.extend(validate::validate(&config, &origins));

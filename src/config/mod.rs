@@ -83,6 +83,10 @@ pub struct Config {
     /// Alarm flood and chattering detection. Default: see [`AlarmRateConfig`].
     #[serde(default)]
     pub alarm_rate: AlarmRateConfig,
+    /// Safety actions: power cut on over-limit, feedback check, fault lockout.
+    /// Default: none.
+    #[serde(default)]
+    pub actions: Vec<ActionConfig>,
 }
 
 /// `[site]`: who and what this gateway watches.
@@ -912,6 +916,95 @@ pub struct TokenConfig {
     pub role: Role,
     /// SHA-256 of the token, 64 hex digits (`printf %s TOKEN | sha256sum`). Required.
     pub sha256: String,
+}
+
+/// How a safety action comes back once its cause is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RestoreMode {
+    /// Restore the power as soon as no trigger is at its cut grade and no fault locks
+    /// the action out.
+    #[default]
+    Auto,
+    /// Stay cut until an operator releases the action (admin, through the API).
+    Manual,
+}
+
+/// `[[actions]]`: one safety action (断电): when a trigger point reaches its cut grade,
+/// write the cut to every relay of the cut range, check each relay's feed (馈电), and
+/// restore below the restore value.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionConfig {
+    /// Unique id, e.g. `cut-1201-face`. The action's points are `cut:<id>` (1 while the
+    /// power is cut) and `action:<id>` (0 on a feedback fault, 馈电异常). Required.
+    pub id: String,
+    /// Display name, e.g. `1201 回采工作面断电`. Default: empty.
+    #[serde(default)]
+    pub name: String,
+    /// Points whose cut grade triggers the action. Default: none (then
+    /// `hazard_source` is required).
+    #[serde(default)]
+    pub triggers: Vec<String>,
+    /// Every point of this hazard source that has the cut grade triggers the action
+    /// too. Default: none.
+    #[serde(default)]
+    pub hazard_source: Option<String>,
+    /// Name of the grade that cuts (it and any more severe grade of the same
+    /// direction). Default: the points' power-cut grades (`power_cut = true`).
+    #[serde(default)]
+    pub grade: Option<String>,
+    /// Fault lockout (故障闭锁): a trigger whose sensor faults, goes stale or whose
+    /// device (or serial link) goes offline cuts too. Default: true.
+    #[serde(default = "default_true_action")]
+    pub fault_lockout: bool,
+    /// `auto` or `manual` (stay cut until an operator's release). Default: `auto`.
+    #[serde(default)]
+    pub restore: RestoreMode,
+    /// The relays of the cut range (e.g. the face and its return airway). At least
+    /// one. Required.
+    #[serde(default)]
+    pub relays: Vec<RelayConfig>,
+}
+
+fn default_true_action() -> bool {
+    true
+}
+
+/// `[[actions.relays]]`: one controlled switch.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Modbus device that drives the switch. Required.
+    pub device: String,
+    /// `coil` (function code 5) or `holding` (function code 6); the other tables are
+    /// read-only. Default: `coil`.
+    #[serde(default = "default_relay_table")]
+    pub table: RegisterTable,
+    /// 0-based address of the coil or register; a point must describe it (read it
+    /// back), so the written address is checked against the configuration. Required.
+    pub address: u16,
+    /// Value written to cut (0/1 for a coil). Default: 1.
+    #[serde(default = "default_cut_value")]
+    pub cut_value: u16,
+    /// Value written to restore (0/1 for a coil). Default: 0.
+    #[serde(default)]
+    pub restore_value: u16,
+    /// Feed-status (馈电) point on the load side: 1 powered, 0 cut. Default: none (no
+    /// feedback check; only the write is checked).
+    #[serde(default)]
+    pub feedback: Option<String>,
+    /// The feed must show the commanded state within this time (ms, > 0), or a
+    /// 馈电异常 alarm is raised. Default: two poll cycles of the feedback point.
+    #[serde(default)]
+    pub feedback_timeout_ms: Option<u64>,
+}
+
+fn default_relay_table() -> RegisterTable {
+    RegisterTable::Coil
+}
+fn default_cut_value() -> u16 {
+    1
 }
 
 /// `[alarm_rate]`: alarm flood and chattering detection (EEMUA 191 / ISA-18.2).

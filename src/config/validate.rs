@@ -20,6 +20,10 @@ pub(crate) struct Origins {
     pub broken_hazard_sources: HashSet<String>,
     /// Ids of devices that failed to parse.
     pub broken_devices: HashSet<String>,
+    /// Ids of points that failed to parse.
+    pub broken_points: HashSet<String>,
+    /// Original index of each parsed safety action.
+    pub actions: Vec<usize>,
     /// Whether `[site]` parsed; site-dependent checks are skipped otherwise.
     pub site_known: bool,
 }
@@ -33,6 +37,8 @@ impl Origins {
             points: (0..config.points.len()).collect(),
             broken_hazard_sources: HashSet::new(),
             broken_devices: HashSet::new(),
+            broken_points: HashSet::new(),
+            actions: (0..config.actions.len()).collect(),
             site_known: true,
         }
     }
@@ -51,6 +57,11 @@ impl Origins {
         KeyPath::root()
             .key("points")
             .index(self.points.get(i).copied().unwrap_or(i))
+    }
+    fn action(&self, i: usize) -> KeyPath {
+        KeyPath::root()
+            .key("actions")
+            .index(self.actions.get(i).copied().unwrap_or(i))
     }
 }
 
@@ -111,6 +122,7 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Vec<Diagnostic> {
     check_uplink(&mut c);
     check_api(&mut c);
     check_alarm_rate(&mut c);
+    check_actions(&mut c);
     c.out
 }
 
@@ -135,6 +147,8 @@ fn check_duplicates(c: &mut Checker) {
     duplicate_ids(c, "device", devices, Origins::device);
     let points = config.points.iter().map(|p| p.id.as_str());
     duplicate_ids(c, "point", points, Origins::point);
+    let actions = config.actions.iter().map(|a| a.id.as_str());
+    duplicate_ids(c, "safety action", actions, Origins::action);
 }
 
 /// Report every id that repeats an earlier one, at the repeat, naming the first place.
@@ -1372,6 +1386,237 @@ fn check_alarm_rate(c: &mut Checker) {
 
 /// A light URL check (no URL library): `scheme://host[:port][/path]` with an allowed
 /// scheme and a non-empty host.
+/// Safety actions: every reference resolves, every trigger can reach the cut grade,
+/// and every relay is a writable address that a point describes.
+fn check_actions(c: &mut Checker) {
+    let config = c.config;
+    // (device, table, address) → the action that drives it first.
+    let mut driven: HashMap<(&str, RegisterTable, u16), KeyPath> = HashMap::new();
+    for (i, action) in config.actions.iter().enumerate() {
+        let path = c.origins.action(i);
+        c.non_empty(&action.id, path.key("id"));
+        if action.id.contains(char::is_whitespace) {
+            c.report(
+                Problem::Value,
+                path.key("id"),
+                "must not contain spaces (it names the points `cut:<id>` and `action:<id>`)",
+            );
+        }
+        if action.triggers.is_empty() && action.hazard_source.is_none() {
+            c.report(
+                Problem::Missing,
+                path.key("triggers"),
+                "an action needs `triggers` (point ids) or a `hazard_source`",
+            );
+        }
+        for (j, trigger) in action.triggers.iter().enumerate() {
+            let at = path.key("triggers").index(j);
+            match config.points.iter().find(|p| &p.id == trigger) {
+                Some(point) => check_trigger_grade(c, point, action, at),
+                None if c.origins.broken_points.contains(trigger) => {}
+                None => c.report(
+                    Problem::Reference,
+                    at,
+                    format!("no point with id `{trigger}`"),
+                ),
+            }
+        }
+        if let Some(source) = &action.hazard_source {
+            let at = path.key("hazard_source");
+            if !config.hazard_sources.iter().any(|h| &h.id == source) {
+                if !c.origins.broken_hazard_sources.contains(source) {
+                    c.report(
+                        Problem::Reference,
+                        at,
+                        format!("no hazard source with id `{source}`"),
+                    );
+                }
+            } else if !config.points.iter().any(|p| {
+                p.hazard_source.as_ref() == Some(source) && trigger_grades(p, action).is_some()
+            }) {
+                c.report(
+                    Problem::Action,
+                    at,
+                    format!(
+                        "no point of hazard source `{source}` has {}: the action could never cut",
+                        grade_wanted(action)
+                    ),
+                );
+            }
+        }
+        if action.relays.is_empty() {
+            c.report(
+                Problem::Missing,
+                path.key("relays"),
+                "an action needs at least one [[actions.relays]] to write",
+            );
+        }
+        for (k, relay) in action.relays.iter().enumerate() {
+            let at = path.key("relays").index(k);
+            check_relay(c, relay, &at);
+            if let Some(first) =
+                driven.insert((&relay.device, relay.table, relay.address), at.clone())
+            {
+                c.report(
+                    Problem::Action,
+                    at.key("address"),
+                    format!(
+                        "{} {} on device `{}` is already driven by {first}: two actions would fight over one switch",
+                        relay.table.as_str(),
+                        relay.address,
+                        relay.device
+                    ),
+                );
+                driven.insert((&relay.device, relay.table, relay.address), first);
+            }
+        }
+    }
+}
+
+fn grade_wanted(action: &ActionConfig) -> String {
+    match &action.grade {
+        Some(name) => format!("grade named `{name}`"),
+        None => "power-cut grade (power_cut = true)".to_owned(),
+    }
+}
+
+/// Indices of `point`'s grades that make `action` cut, or `None` when there are none:
+/// the named grade and every more severe grade of its direction, else the power-cut
+/// grades.
+fn trigger_grades(point: &PointConfig, action: &ActionConfig) -> Option<Vec<u16>> {
+    let grades: Vec<u16> = match &action.grade {
+        None => point
+            .thresholds
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.power_cut)
+            .map(|(k, _)| k as u16)
+            .collect(),
+        Some(name) => {
+            let named = point.thresholds.iter().find(|t| &t.name == name)?;
+            let severity = |t: &ThresholdConfig| match t.direction {
+                Direction::High => t.trigger,
+                Direction::Low => -t.trigger,
+            };
+            point
+                .thresholds
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.direction == named.direction && severity(t) >= severity(named))
+                .map(|(k, _)| k as u16)
+                .collect()
+        }
+    };
+    (!grades.is_empty()).then_some(grades)
+}
+
+fn check_trigger_grade(c: &mut Checker, point: &PointConfig, action: &ActionConfig, at: KeyPath) {
+    if trigger_grades(point, action).is_none() {
+        c.report(
+            Problem::Action,
+            at,
+            format!(
+                "point `{}` has no {}: the action could never cut",
+                point.id,
+                grade_wanted(action)
+            ),
+        );
+    }
+}
+
+fn check_relay(c: &mut Checker, relay: &RelayConfig, at: &KeyPath) {
+    let config = c.config;
+    let device = config.devices.iter().find(|d| d.id == relay.device);
+    match device {
+        None if c.origins.broken_devices.contains(&relay.device) => {}
+        None => c.report(
+            Problem::Reference,
+            at.key("device"),
+            format!("no device with id `{}`", relay.device),
+        ),
+        Some(d) if !d.protocol.is_modbus() => c.report(
+            Problem::Action,
+            at.key("device"),
+            format!(
+                "device `{}` is an MQTT device: a relay must be a Modbus coil or holding register",
+                d.id
+            ),
+        ),
+        Some(_) => {}
+    }
+    let writable = matches!(relay.table, RegisterTable::Coil | RegisterTable::Holding);
+    if !writable {
+        c.report(
+            Problem::Action,
+            at.key("table"),
+            format!(
+                "{} is a read-only area: a relay is written as a `coil` (function code 5) or a `holding` register (function code 6)",
+                relay.table.as_str()
+            ),
+        );
+    }
+    if relay.table == RegisterTable::Coil {
+        for (key, v) in [
+            ("cut_value", relay.cut_value),
+            ("restore_value", relay.restore_value),
+        ] {
+            if v > 1 {
+                c.report(
+                    Problem::Value,
+                    at.key(key),
+                    format!("a coil is 0 or 1, not {v}"),
+                );
+            }
+        }
+    }
+    if relay.cut_value == relay.restore_value {
+        c.report(
+            Problem::Value,
+            at.key("restore_value"),
+            format!(
+                "restore_value equals cut_value ({}): the relay could never be told apart",
+                relay.cut_value
+            ),
+        );
+    }
+    if let Some(timeout) = relay.feedback_timeout_ms {
+        c.positive(timeout, at.key("feedback_timeout_ms"));
+    }
+    if device.is_some_and(|d| d.protocol.is_modbus()) && writable {
+        let described = config.points.iter().any(|p| {
+            p.device == relay.device
+                && p.modbus.as_ref().is_some_and(|b| {
+                    b.table == relay.table
+                        && b.address <= relay.address
+                        && u32::from(relay.address)
+                            < u32::from(b.address) + u32::from(b.data_type.width())
+                })
+        });
+        if !described {
+            c.report(
+                Problem::Action,
+                at.key("address"),
+                format!(
+                    "no point describes {} {} on device `{}`: add a point that reads it back, so the written address is the one the configuration knows",
+                    relay.table.as_str(),
+                    relay.address,
+                    relay.device
+                ),
+            );
+        }
+    }
+    if let Some(feedback) = &relay.feedback {
+        let known = config.points.iter().any(|p| &p.id == feedback);
+        if !known && !c.origins.broken_points.contains(feedback) {
+            c.report(
+                Problem::Reference,
+                at.key("feedback"),
+                format!("no point with id `{feedback}`"),
+            );
+        }
+    }
+}
+
 fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(format!(
