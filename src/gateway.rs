@@ -25,6 +25,7 @@
 //!   transitions at once, value-only changes at most every [`LIVE_MIN_INTERVAL`]).
 //!   Readers (API, WebSocket) clone the `Arc` and never block the engine.
 
+use crate::actions::{ActionError, ActionSpec, ActionView, Controller, Output};
 use crate::config::Config;
 use crate::engine::{Alarm, AlarmEvent, ControlError, Engine, EngineSpec, Event};
 use crate::model::{AlarmId, Colour, PointId, Reading, Timestamp};
@@ -33,6 +34,7 @@ use crate::sources::modbus::poller::{DeviceStats, LinkSpec, ModbusSource, WriteH
 use crate::sources::mqtt::{self, MqttDeviceSpec, MqttSource, MqttStats};
 use crate::store::StoreWriter;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -42,6 +44,9 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// Batches of readings waiting for the engine. When full, sources wait.
 const READING_QUEUE: usize = 1024;
+
+/// Relay write answers waiting for the engine task.
+const WRITE_ANSWERS: usize = 256;
 
 /// Control requests waiting for the engine. When full, callers wait (`Control`'s
 /// methods are async); nothing is dropped.
@@ -213,6 +218,8 @@ pub struct Plan {
     /// `system:storage`: 1 while the store writes normally, 0 while it is degraded
     /// (disk full or the disk limit forced a loss) — one alarm for the dispatch room.
     pub storage_point: PointId,
+    /// Safety actions (power cut, feedback check, fault lockout).
+    pub actions: Vec<ActionSpec>,
 }
 
 impl Plan {
@@ -222,12 +229,14 @@ impl Plan {
         let mqtt = mqtt::subscriptions(config, &mut spec);
         let storage_point =
             crate::sources::push_status_point(&mut spec, "system:storage".into(), "存储降级");
+        let actions = crate::actions::build::actions(config, &mut spec, &links);
         Plan {
             spec,
             links,
             mqtt,
             restore: Vec::new(),
             storage_point,
+            actions,
         }
     }
 }
@@ -261,6 +270,10 @@ pub enum Command {
     Maintenance { point: PointId, maintenance: bool },
     /// Evaluate these readings as if a source had sent them (tests, manual entry).
     Inject(Vec<Reading>),
+    /// Cut the power of a safety action by hand.
+    ManualCut { action: String },
+    /// Release a safety action: end a manual cut, or restore a latched one.
+    Release { action: String },
 }
 
 /// Why a control request failed.
@@ -269,6 +282,9 @@ pub enum ControlRequestError {
     /// The engine refused it (unknown alarm, already acknowledged, …).
     #[error(transparent)]
     Refused(#[from] ControlError),
+    /// The safety-action controller refused it (unknown action, cause present, …).
+    #[error(transparent)]
+    Action(#[from] ActionError),
     /// The engine task has stopped (shutdown): the request was not applied.
     #[error("the engine has stopped")]
     Stopped,
@@ -276,7 +292,7 @@ pub enum ControlRequestError {
 
 struct ControlRequest {
     command: Command,
-    reply: oneshot::Sender<Result<(), ControlError>>,
+    reply: oneshot::Sender<Result<(), ControlRequestError>>,
 }
 
 /// Handle on the engine task's control channel. Cheap to clone.
@@ -294,10 +310,7 @@ impl Control {
             .send(ControlRequest { command, reply })
             .await
             .map_err(|_| ControlRequestError::Stopped)?;
-        match answer.await {
-            Ok(r) => r.map_err(ControlRequestError::Refused),
-            Err(_) => Err(ControlRequestError::Stopped),
-        }
+        answer.await.unwrap_or(Err(ControlRequestError::Stopped))
     }
 
     /// The engine task has ended (or is ending): requests will fail.
@@ -430,6 +443,197 @@ pub fn snapshot(engine: &mut Engine, seq: u64, now: Timestamp) -> Snapshot {
     }
 }
 
+// ---- safety actions ----
+
+/// Upper bounds (ms) of the reading → cut-write histogram buckets.
+pub const CUT_LATENCY_BUCKETS_MS: [u64; 8] = [10, 25, 50, 100, 250, 500, 1000, 2000];
+
+/// Counters of the safety actions, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ActionStats {
+    /// Cut writes the relays acknowledged.
+    pub cuts: AtomicU64,
+    /// Restore writes the relays acknowledged.
+    pub restores: AtomicU64,
+    /// Writes that failed (each retry counts).
+    pub write_failures: AtomicU64,
+    /// Reading that caused a cut → the relay acknowledged the write: histogram over
+    /// [`CUT_LATENCY_BUCKETS_MS`] (cumulative counts are built when exported), sum
+    /// and count, and the largest seen.
+    pub cut_latency_buckets: [AtomicU64; CUT_LATENCY_BUCKETS_MS.len() + 1],
+    pub cut_latency_sum_ms: AtomicU64,
+    pub cut_latency_count: AtomicU64,
+    pub cut_latency_max_ms: AtomicU64,
+}
+
+impl ActionStats {
+    fn record_cut(&self, ms: u64) {
+        let slot = CUT_LATENCY_BUCKETS_MS
+            .iter()
+            .position(|b| ms <= *b)
+            .unwrap_or(CUT_LATENCY_BUCKETS_MS.len());
+        self.cut_latency_buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.cut_latency_sum_ms.fetch_add(ms, Ordering::Relaxed);
+        self.cut_latency_count.fetch_add(1, Ordering::Relaxed);
+        self.cut_latency_max_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+}
+
+/// The answer to one relay write, back to the engine task.
+struct WriteDone {
+    action: usize,
+    relay: usize,
+    command: u64,
+    cut: bool,
+    cause_ts: Timestamp,
+    result: Result<(), String>,
+}
+
+/// Live view of the safety actions.
+pub type ActionsLive = watch::Receiver<Arc<Vec<ActionView>>>;
+
+/// The safety-action controller and its IO, owned by the engine task.
+struct Safety {
+    ctl: Controller,
+    writer: WriteHandle,
+    done_tx: mpsc::Sender<WriteDone>,
+    /// Answers that did not need a round trip (the write could not be queued).
+    immediate: Vec<WriteDone>,
+    stats: Arc<ActionStats>,
+    view: watch::Sender<Arc<Vec<ActionView>>>,
+}
+
+impl Safety {
+    /// Carry out the controller's outputs: writes go to their links (in order, without
+    /// waiting), status readings are returned for the engine.
+    fn dispatch(&mut self, out: Vec<Output>) -> Vec<Reading> {
+        let mut readings = Vec::new();
+        for o in out {
+            match o {
+                Output::Status(r) => readings.push(r),
+                Output::Write {
+                    action,
+                    relay,
+                    command,
+                    device,
+                    write,
+                    cut,
+                    cause_ts,
+                } => {
+                    let id = &self.ctl.specs()[action].id;
+                    tracing::warn!(
+                        action = %id,
+                        device = %device,
+                        write = ?write,
+                        cut,
+                        since_reading_ms = now().0 - cause_ts.0,
+                        "safety action: writing relay"
+                    );
+                    let done = move |result| WriteDone {
+                        action,
+                        relay,
+                        command,
+                        cut,
+                        cause_ts,
+                        result,
+                    };
+                    match self.writer.submit(&device, write) {
+                        Ok(answer) => {
+                            let tx = self.done_tx.clone();
+                            tokio::spawn(async move {
+                                let result = match answer.await {
+                                    Ok(r) => r.map_err(|e| e.to_string()),
+                                    Err(_) => Err("the link ended before the write".to_owned()),
+                                };
+                                let _ = tx.send(done(result)).await;
+                            });
+                        }
+                        Err(e) => self.immediate.push(done(Err(e.to_string()))),
+                    }
+                }
+            }
+        }
+        readings
+    }
+
+    /// Take one write answer.
+    fn write_done(&mut self, d: WriteDone, out: &mut Vec<Output>) {
+        let id = &self.ctl.specs()[d.action].id;
+        match &d.result {
+            Ok(()) => {
+                let ms = (now().0 - d.cause_ts.0).max(0) as u64;
+                if d.cut {
+                    self.stats.cuts.fetch_add(1, Ordering::Relaxed);
+                    self.stats.record_cut(ms);
+                } else {
+                    self.stats.restores.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::warn!(action = %id, cut = d.cut, since_reading_ms = ms, "safety action: relay written");
+            }
+            Err(e) => {
+                self.stats.write_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(action = %id, cut = d.cut, error = %e, "safety action: relay write failed");
+            }
+        }
+        self.ctl
+            .write_result(d.action, d.relay, d.command, d.result, now(), out);
+    }
+
+    fn publish(&self) {
+        self.view.send_replace(Arc::new(self.ctl.view()));
+    }
+}
+
+/// Feed `batch` through the engine and the safety controller until nothing more
+/// follows: readings → events → controller → writes and status readings → engine.
+/// Returns the settled readings (status readings included); events collect in
+/// `events`.
+fn evaluate(
+    engine: &mut Engine,
+    safety: &mut Option<Safety>,
+    batch: Vec<Reading>,
+    mut out: Vec<Output>,
+    events: &mut Vec<Event>,
+) -> Vec<Reading> {
+    let t = now();
+    let mark = events.len();
+    let Some(safety) = safety.as_mut() else {
+        return batch
+            .into_iter()
+            .map(|r| engine.on_reading(r, events))
+            .collect();
+    };
+    let mut settled = Vec::with_capacity(batch.len());
+    for r in batch {
+        let r = engine.on_reading(r, events);
+        safety.ctl.on_reading(&r, t, &mut out);
+        settled.push(r);
+    }
+    let mut seen = mark;
+    let mut changed = !out.is_empty();
+    loop {
+        for e in &events[seen..] {
+            safety.ctl.on_event(e, t, &mut out);
+        }
+        seen = events.len();
+        for d in std::mem::take(&mut safety.immediate) {
+            safety.write_done(d, &mut out);
+        }
+        if out.is_empty() {
+            break;
+        }
+        changed = true;
+        for r in safety.dispatch(std::mem::take(&mut out)) {
+            let r = engine.on_reading(r, events);
+            settled.push(r);
+        }
+    }
+    if changed || seen > mark {
+        safety.publish();
+    }
+    settled
+}
+
 /// A running gateway.
 pub struct Running {
     pub device_stats: Vec<(String, Arc<DeviceStats>)>,
@@ -439,6 +643,9 @@ pub struct Running {
     pub control: Control,
     /// The live state the engine task publishes.
     pub live: LiveState,
+    /// The safety actions' live state.
+    pub actions: ActionsLive,
+    pub action_stats: Arc<ActionStats>,
     engine_task: tokio::task::JoinHandle<Engine>,
     modbus: ModbusSource,
     mqtt: MqttSource,
@@ -474,10 +681,24 @@ pub fn start<O: Outputs + 'static>(
             "open alarms restored from the store"
         );
     }
+    let action_stats = Arc::new(ActionStats::default());
+    let (view_tx, actions) = watch::channel(Arc::new(Vec::new()));
+    let (done_tx, done_rx) = mpsc::channel(WRITE_ANSWERS);
+    let safety = (!plan.actions.is_empty()).then(|| {
+        let names = engine.spec().points.iter().map(|p| p.id.clone()).collect();
+        Safety {
+            ctl: Controller::new(plan.actions).with_names(names),
+            writer: modbus.writer.clone(),
+            done_tx,
+            immediate: Vec::new(),
+            stats: action_stats.clone(),
+            view: view_tx,
+        }
+    });
     let (live_tx, live) = watch::channel(Arc::new(snapshot(&mut engine, 0, now())));
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let engine_task = tokio::spawn(engine_loop(
-        engine, rx, control_rx, live_tx, outputs, shutdown,
+        engine, safety, done_rx, rx, control_rx, live_tx, outputs, shutdown,
     ));
     Running {
         device_stats: modbus.stats.clone(),
@@ -485,37 +706,54 @@ pub fn start<O: Outputs + 'static>(
         writer: modbus.writer.clone(),
         control: Control { tx: control_tx },
         live,
+        actions,
+        action_stats,
         engine_task,
         modbus,
         mqtt,
     }
 }
 
-/// Apply one control command to the engine.
+/// Apply one control command to the engine (and the safety controller); controller
+/// outputs collect in `out`.
 fn apply(
     engine: &mut Engine,
+    safety: &mut Option<Safety>,
     command: Command,
     events: &mut Vec<Event>,
-) -> Result<(), ControlError> {
+    out: &mut Vec<Output>,
+) -> Result<(), ControlRequestError> {
     let t = now();
+    let no_action = |id: &str| ControlRequestError::Action(ActionError::Unknown(id.to_owned()));
     match command {
         Command::Acknowledge { alarm, by, comment } => {
-            engine.acknowledge(alarm, &by, &comment, t, events)
+            engine.acknowledge(alarm, &by, &comment, t, events)?
         }
         Command::Shelve {
             alarm,
             by,
             reason,
             duration_ms,
-        } => engine.shelve(alarm, &by, &reason, duration_ms, t, events),
-        Command::Unshelve { alarm } => engine.unshelve(alarm, t, events),
+        } => engine.shelve(alarm, &by, &reason, duration_ms, t, events)?,
+        Command::Unshelve { alarm } => engine.unshelve(alarm, t, events)?,
         Command::OutOfService {
             point,
             out_of_service,
-        } => engine.set_out_of_service(point, out_of_service, t, events),
-        Command::Maintenance { point, maintenance } => engine.set_maintenance(point, maintenance),
-        Command::Inject(_) => Ok(()),
+        } => engine.set_out_of_service(point, out_of_service, t, events)?,
+        Command::Maintenance { point, maintenance } => {
+            engine.set_maintenance(point, maintenance)?
+        }
+        Command::Inject(_) => {}
+        Command::ManualCut { action } => match safety {
+            Some(s) => s.ctl.manual_cut(&action, t, out)?,
+            None => return Err(no_action(&action)),
+        },
+        Command::Release { action } => match safety {
+            Some(s) => s.ctl.release(&action, t, out)?,
+            None => return Err(no_action(&action)),
+        },
     }
+    Ok(())
 }
 
 /// Publishes snapshots: at once after events, otherwise throttled.
@@ -543,8 +781,11 @@ impl Publisher {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn engine_loop<O: Outputs>(
     mut engine: Engine,
+    mut safety: Option<Safety>,
+    mut write_answers: mpsc::Receiver<WriteDone>,
     mut rx: mpsc::Receiver<Vec<Reading>>,
     mut control: mpsc::Receiver<ControlRequest>,
     live: watch::Sender<Arc<Snapshot>>,
@@ -563,14 +804,31 @@ async fn engine_loop<O: Outputs>(
         dirty: false,
         last: tokio::time::Instant::now(),
     };
+    // Take over the cuts that stood when the gateway stopped, publish every action's
+    // points.
+    if let Some(s) = safety.as_mut() {
+        let mut out = Vec::new();
+        let open: Vec<Alarm> = engine.alarms().cloned().collect();
+        s.ctl.start(&open, now(), &mut out);
+        let settled = evaluate(&mut engine, &mut safety, Vec::new(), out, &mut events);
+        if !events.is_empty() {
+            outputs.events(engine.spec(), &events).await;
+            events.clear();
+        }
+        outputs.readings(settled).await;
+        if let Some(s) = safety.as_ref() {
+            s.publish();
+        }
+    }
     loop {
         let mut reply = None;
         let mut control_urgent = false;
+        // Readings that are not from a source batch (controller status, write answers).
+        let mut extra: Vec<Reading> = Vec::new();
         tokio::select! {
             batch = rx.recv(), if sources_open => match batch {
                 Some(batch) => {
-                    let settled: Vec<Reading> =
-                        batch.into_iter().map(|r| engine.on_reading(r, &mut events)).collect();
+                    let settled = evaluate(&mut engine, &mut safety, batch, Vec::new(), &mut events);
                     // Alarm transitions first: they are committed before the readings
                     // that caused them are queued behind bulk data.
                     if !events.is_empty() {
@@ -583,6 +841,16 @@ async fn engine_loop<O: Outputs>(
                 }
                 None => sources_open = false,
             },
+            Some(done) = write_answers.recv() => {
+                let mut out = Vec::new();
+                if let Some(s) = safety.as_mut() {
+                    s.write_done(done, &mut out);
+                }
+                extra = evaluate(&mut engine, &mut safety, Vec::new(), out, &mut events);
+                if let Some(s) = safety.as_ref() {
+                    s.publish();
+                }
+            },
             request = control.recv(), if control_open => match request {
                 Some(ControlRequest { command, reply: answer }) => {
                     // Injected readings publish like source batches (at once only
@@ -590,10 +858,7 @@ async fn engine_loop<O: Outputs>(
                     control_urgent = !matches!(command, Command::Inject(_));
                     let result = match command {
                         Command::Inject(batch) => {
-                            let settled: Vec<Reading> = batch
-                                .into_iter()
-                                .map(|r| engine.on_reading(r, &mut events))
-                                .collect();
+                            let settled = evaluate(&mut engine, &mut safety, batch, Vec::new(), &mut events);
                             if !events.is_empty() {
                                 outputs.events(engine.spec(), &events).await;
                                 events.clear();
@@ -602,14 +867,27 @@ async fn engine_loop<O: Outputs>(
                             outputs.readings(settled).await;
                             Ok(())
                         }
-                        other => apply(&mut engine, other, &mut events),
+                        other => {
+                            let mut out = Vec::new();
+                            let result = apply(&mut engine, &mut safety, other, &mut events, &mut out);
+                            extra = evaluate(&mut engine, &mut safety, Vec::new(), out, &mut events);
+                            result
+                        }
                     };
                     publisher.dirty = true;
                     reply = Some((answer, result));
                 }
                 None => control_open = false,
             },
-            _ = tick.tick() => engine.tick(now(), &mut events),
+            _ = tick.tick() => {
+                let t = now();
+                engine.tick(t, &mut events);
+                let mut out = Vec::new();
+                if let Some(s) = safety.as_mut() {
+                    s.ctl.tick(t, &mut out);
+                }
+                extra = evaluate(&mut engine, &mut safety, Vec::new(), out, &mut events);
+            },
             changed = shutdown.changed(), if !stopping => {
                 // Sources stop at their next safe point and close the channel; the
                 // loop drains what they sent before it ends.
@@ -620,6 +898,10 @@ async fn engine_loop<O: Outputs>(
         if !events.is_empty() {
             outputs.events(engine.spec(), &events).await;
             events.clear();
+        }
+        if !extra.is_empty() {
+            outputs.readings(extra).await;
+            publisher.dirty = true;
         }
         publisher.publish(&mut engine, urgent);
         // The answer goes out only after the events are through the outputs (durable)

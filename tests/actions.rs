@@ -7,14 +7,18 @@
 mod common;
 
 use common::*;
-use hazgate::actions::{ActionError, ActionSpec, Controller, Output, RelaySpec, Restore};
+use hazgate::actions::{
+    ActionError, ActionSpec, Controller, Output, RelaySpec, RelayTarget, Restore, Trigger,
+};
 use hazgate::engine::Engine;
 use hazgate::model::{PointId, PointKind, Quality, Reading, Timestamp};
+use hazgate::sources::modbus::poller::Write;
 
 const CH4: PointId = PointId(0);
 const FEED: PointId = PointId(1);
 const DEVICE: PointId = PointId(2);
 const STATUS: PointId = PointId(3);
+const CUT: PointId = PointId(4);
 
 /// Engine + controller wired as the gateway wires them.
 struct Rig {
@@ -41,24 +45,44 @@ impl Rig {
             (0.0, 1.0),
             vec![low("馈电异常", 0.0, 0.0, hazgate::model::Colour::Red)],
         );
+        let cut = point(
+            "cut:cut",
+            PointKind::Switch,
+            (0.0, 1.0),
+            vec![high("断电", 1.0, 0.5, hazgate::model::Colour::Red)],
+        );
+        let methane = methane_t1("CH4");
+        let cut_grades = methane
+            .grades
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.power_cut)
+            .map(|(k, _)| k as u16)
+            .collect();
         let engine = Engine::new(
-            spec(vec![methane_t1("CH4"), feed, device, status]),
+            spec(vec![methane, feed, device, status, cut]),
             Timestamp(0),
             1,
         );
         let ctl = Controller::new(vec![ActionSpec {
             id: "cut".into(),
-            triggers: vec![CH4],
+            name: "face".into(),
+            triggers: vec![Trigger {
+                point: CH4,
+                grades: cut_grades,
+            }],
             lockout: vec![CH4, DEVICE],
             restore,
             relays: vec![RelaySpec {
                 device: "kj".into(),
-                coil: 0,
-                cut_value: true,
+                target: RelayTarget::Coil(0),
+                cut_value: 1,
+                restore_value: 0,
                 feedback: feedback.then_some(FEED),
                 feedback_timeout_ms: 1_500,
             }],
             status_point: STATUS,
+            cut_point: CUT,
         }]);
         Rig {
             engine,
@@ -112,24 +136,36 @@ impl Rig {
                 Output::Write {
                     action,
                     relay,
-                    value,
+                    command,
+                    write,
                     cut,
                     cause_ts,
                     ..
                 } => {
-                    assert!(
-                        value == cut,
-                        "cut_value = true: the coil is written ON to cut"
+                    assert_eq!(
+                        write,
+                        Write::Coil {
+                            address: 0,
+                            value: cut
+                        },
+                        "cut_value = 1: the coil is written ON to cut"
                     );
                     cuts.push(cut);
                     self.writes.push((cut, cause_ts, now.0));
                     let mut more = vec![];
+                    let result = if self.fail_writes {
+                        Err("timeout".to_owned())
+                    } else {
+                        Ok(())
+                    };
                     self.ctl
-                        .write_result(action, relay, !self.fail_writes, now, &mut more);
+                        .write_result(action, relay, command, result, now, &mut more);
                     out.extend(more);
                 }
                 Output::Status(r) => {
-                    self.status.push(r.value);
+                    if r.point == STATUS {
+                        self.status.push(r.value);
+                    }
                     let mut events = vec![];
                     self.engine.on_reading(r, &mut events);
                 }
@@ -224,7 +260,10 @@ fn manual_restore_waits_for_a_release_and_refuses_it_while_gas_is_high() {
     let mut out = vec![];
     assert_eq!(
         rig.ctl.release("cut", Timestamp(500), &mut out),
-        Err(ActionError::CausePresent("cut".into()))
+        Err(ActionError::CausePresent(
+            "cut".into(),
+            "cut grade (points #0)".into()
+        ))
     );
     assert!(
         rig.read(CH4, 1_000, 0.5, Quality::Good).is_empty(),

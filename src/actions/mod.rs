@@ -4,33 +4,47 @@
 //!
 //! The [`Controller`] is pure like the engine: it is told about engine events,
 //! readings of feedback points, write results and the time, and answers with
-//! [`Output`]s — writes to send to relays, and readings of each action's status point.
-//! IO (the Modbus writes) lives in the gateway.
+//! [`Output`]s — writes to send to relays, and readings of each action's two points.
+//! IO (the Modbus writes) lives in the gateway ([`crate::gateway`]); the configuration
+//! is compiled by [`build`].
+//!
+//! Every action has two points the engine treats like any other:
+//! - `cut:<id>` reads 1 while the action wants the power cut (its grade `断电` raises
+//!   an alarm, so every cut is an alarm episode in the durable log, on the board and
+//!   upstream), 0 while it is restored;
+//! - `action:<id>` reads 1 while every relay does what it was told and 0 on a feedback
+//!   fault or a write that cannot be delivered (grade `馈电异常`, red).
 //!
 //! Invariants:
 //! - The cut path has no delay and no deadband: the event that puts a trigger point at
-//!   a power-cut grade produces the cut writes in the same call (the standard's limit
+//!   its cut grade produces the cut writes in the same call (the standard's limit
 //!   from reading to cut is 2 s).
-//! - An action wants the power cut while any trigger point is at a power-cut grade,
-//!   or (with fault lockout) while any trigger point has a sensor fault, is stale, or
-//!   its device is offline, or while an operator's manual cut stands. With manual
+//! - An action wants the power cut while any trigger point is at a cut grade, or (with
+//!   fault lockout) while any trigger point has a sensor fault, is stale, or its device
+//!   or serial link is offline, or while an operator's manual cut stands. With manual
 //!   restore it stays cut after the cause is gone until an operator releases it.
 //! - Every relay has an expected feed: cut → feed 0, restored → feed 1. A feed that
 //!   does not reach the expected state within the relay's feedback timeout, or that
-//!   changes with no command, is a feedback fault (馈电异常): the action's status point
-//!   reads 0, which the engine raises as an alarm at the highest grade. It reads 1
-//!   again once every relay's feed matches its command.
-//! - A failed write is retried once at once and then on every tick; if the relay is still not
-//!   written 2 s after the command, that is a fault too. Nothing is dropped silently.
+//!   leaves it with no command, is a feedback fault (馈电异常). It clears once the feed
+//!   is back in the expected state.
+//! - A failed write is retried once at once and then on every tick; if the relay is
+//!   still not written [`CUT_BUDGET_MS`] after the command, that is a fault too. A
+//!   write result that belongs to an older command (the action changed its mind while
+//!   the write was in flight) is ignored. Nothing is dropped silently.
 
-use crate::engine::{AlarmKind, Event};
+pub mod build;
+
+use crate::engine::{Alarm, AlarmKind, Event};
 use crate::model::{PointId, Quality, Reading, Timestamp};
+use crate::sources::modbus::poller::Write;
+use std::collections::HashMap;
 
 /// The standard's budget from a cut-level reading to the cut being executed.
 pub const CUT_BUDGET_MS: i64 = 2_000;
 
 /// How an action comes back after its cause is gone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Restore {
     /// Restore as soon as no trigger wants the cut.
     Auto,
@@ -38,54 +52,94 @@ pub enum Restore {
     Manual,
 }
 
-/// One controlled switch: a coil written to cut, and the feed-status point that
-/// shows whether power is on.
+/// Where a relay is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "table", content = "address")]
+pub enum RelayTarget {
+    /// A coil, function code 5; values 0/1.
+    Coil(u16),
+    /// A holding register, function code 6.
+    Holding(u16),
+}
+
+/// One controlled switch: the coil or register written to cut, and the feed-status
+/// point that shows whether power is on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RelaySpec {
     /// Modbus device id of the relay.
     pub device: String,
-    /// Coil address (0-based).
-    pub coil: u16,
-    /// The coil value that cuts the power.
-    pub cut_value: bool,
+    pub target: RelayTarget,
+    /// The value that cuts the power.
+    pub cut_value: u16,
+    /// The value that restores it.
+    pub restore_value: u16,
     /// Feed-status point: 1 = powered, 0 = cut. `None`: no feedback check.
     pub feedback: Option<PointId>,
     pub feedback_timeout_ms: u64,
+}
+
+impl RelaySpec {
+    /// The Modbus write that puts this relay in the cut (`true`) or restored state.
+    pub fn write(&self, cut: bool) -> Write {
+        let value = if cut {
+            self.cut_value
+        } else {
+            self.restore_value
+        };
+        match self.target {
+            RelayTarget::Coil(address) => Write::Coil {
+                address,
+                value: value != 0,
+            },
+            RelayTarget::Holding(address) => Write::Register { address, value },
+        }
+    }
+}
+
+/// A point whose grades trigger an action.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    pub point: PointId,
+    /// Indices into the point's grades (engine spec order) that cut.
+    pub grades: Vec<u16>,
 }
 
 /// One safety action.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActionSpec {
     pub id: String,
-    /// Points whose power-cut grades trigger the action.
-    pub triggers: Vec<PointId>,
+    pub name: String,
+    /// Points whose cut grades trigger the action.
+    pub triggers: Vec<Trigger>,
     /// Points whose faults lock the action out (the triggers, and the status points of
-    /// their devices). Empty: no fault lockout.
+    /// their devices and links). Empty: no fault lockout.
     pub lockout: Vec<PointId>,
     pub restore: Restore,
     pub relays: Vec<RelaySpec>,
-    /// Reads 1 while the action's relays do what they were told, 0 on a feedback
-    /// fault or a write that cannot be delivered.
+    /// `action:<id>`: 1 while the relays do what they were told, 0 on a fault.
     pub status_point: PointId,
+    /// `cut:<id>`: 1 while the action wants the power cut.
+    pub cut_point: PointId,
 }
 
 /// What the controller wants done.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    /// Write `value` to `coil` on `device`; report the result with
-    /// [`Controller::write_result`].
+    /// Send `write` to `device`; report the result with [`Controller::write_result`],
+    /// passing `command` back.
     Write {
         action: usize,
         relay: usize,
+        /// Identifies the command this write carries out.
+        command: u64,
         device: String,
-        coil: u16,
-        value: bool,
+        write: Write,
         /// `true` for a cut, `false` for a restore.
         cut: bool,
-        /// Time of the reading that caused it (to measure reading → write).
+        /// Time of the reading (or request) that caused it, to measure reading → write.
         cause_ts: Timestamp,
     },
-    /// A reading of an action's status point, for the engine.
+    /// A reading of an action's status or cut point, for the engine.
     Status(Reading),
 }
 
@@ -94,43 +148,111 @@ pub enum Output {
 pub enum ActionError {
     #[error("no safety action `{0}`")]
     Unknown(String),
-    #[error("action `{0}` cannot be released while its cause is present")]
-    CausePresent(String),
+    #[error("action `{0}` cannot be released while its cause is present: {1}")]
+    CausePresent(String, String),
+    #[error("action `{0}` is not cut: there is nothing to release")]
+    NotCut(String),
 }
 
 #[derive(Debug, Clone, Default)]
 struct RelayState {
     /// The last command: `Some(true)` cut, `Some(false)` restore.
     commanded: Option<bool>,
+    /// Number of the last command (unique within the controller).
+    command: u64,
     commanded_at: i64,
     /// The command reached the relay.
     written: bool,
+    /// A write of the current command is on its way (no retry until it answers).
+    in_flight: bool,
     /// Failed writes of the current command answered by an immediate retry.
     immediate_retries: u32,
-    /// Last good feed reading: 1 powered.
+    /// Last good feed reading: true = powered.
     feed: Option<bool>,
-    /// The feed showed the commanded state since the command.
+    /// The feed showed the expected state since the last command.
     confirmed: bool,
-    fault: bool,
+    /// The feed is not where it should be (timeout, or it moved on its own).
+    feed_fault: bool,
+    /// The command could not be written within the budget.
+    write_fault: bool,
+    last_error: Option<String>,
+}
+
+impl RelayState {
+    /// The feed this relay should show: powered unless cut.
+    fn expected_feed(&self) -> bool {
+        !self.commanded.unwrap_or(false)
+    }
+    fn fault(&self) -> bool {
+        self.feed_fault || self.write_fault
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 struct ActionState {
-    /// Trigger points now at a power-cut grade.
+    /// Trigger points now at a cut grade.
     cutting: Vec<PointId>,
     /// Lockout points now faulted.
     faulted: Vec<PointId>,
     manual_cut: bool,
-    /// Manual restore: cut until released.
+    /// Stays cut until released (manual restore, or a cut carried over a restart).
     latched: bool,
     relays: Vec<RelayState>,
     status_ok: Option<bool>,
+    cut_published: Option<bool>,
+    /// Time of the last change of `wants_cut`.
+    since: Option<Timestamp>,
+}
+
+/// One action as the API shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ActionView {
+    pub id: String,
+    pub name: String,
+    pub restore: Restore,
+    /// The action wants the power cut.
+    pub cut: bool,
+    /// Since when `cut` has its value (ms since the epoch), if it ever changed.
+    pub since: Option<i64>,
+    /// Trigger points at a cut grade.
+    pub cutting: Vec<String>,
+    /// Lockout points faulted (故障闭锁).
+    pub faulted: Vec<String>,
+    pub manual_cut: bool,
+    /// Waits for an operator's release.
+    pub latched: bool,
+    /// Every relay does what it was told.
+    pub ok: bool,
+    pub relays: Vec<RelayView>,
+}
+
+/// One relay as the API shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RelayView {
+    pub device: String,
+    #[serde(flatten)]
+    pub target: RelayTarget,
+    /// `cut`, `restore`, or `null` before the first command.
+    pub commanded: Option<&'static str>,
+    pub written: bool,
+    /// The feed: true = powered; `null` without feedback or before its first reading.
+    pub feed: Option<bool>,
+    pub feedback_fault: bool,
+    pub write_fault: bool,
+    pub last_error: Option<String>,
 }
 
 /// The safety-action state machine. See the module docs.
 pub struct Controller {
     specs: Vec<ActionSpec>,
     state: Vec<ActionState>,
+    /// Feedback point → (action, relay).
+    feedback: HashMap<PointId, Vec<(usize, usize)>>,
+    /// Points that matter to `on_event` (triggers, lockout points).
+    watched: HashMap<PointId, Vec<usize>>,
+    next_command: u64,
+    /// Point ids by index, for messages and views (`#<index>` when unknown).
+    names: Vec<String>,
 }
 
 impl Controller {
@@ -142,7 +264,47 @@ impl Controller {
                 ..ActionState::default()
             })
             .collect();
-        Controller { specs, state }
+        let mut feedback: HashMap<PointId, Vec<(usize, usize)>> = HashMap::new();
+        let mut watched: HashMap<PointId, Vec<usize>> = HashMap::new();
+        for (i, s) in specs.iter().enumerate() {
+            for (k, r) in s.relays.iter().enumerate() {
+                if let Some(p) = r.feedback {
+                    feedback.entry(p).or_default().push((i, k));
+                }
+            }
+            let points = s
+                .triggers
+                .iter()
+                .map(|t| t.point)
+                .chain(s.lockout.iter().copied());
+            for p in points {
+                let list = watched.entry(p).or_default();
+                if !list.contains(&i) {
+                    list.push(i);
+                }
+            }
+        }
+        Controller {
+            specs,
+            state,
+            feedback,
+            watched,
+            next_command: 1,
+            names: Vec::new(),
+        }
+    }
+
+    /// Name points by these ids (index = `PointId`) in messages and views.
+    pub fn with_names(mut self, names: Vec<String>) -> Controller {
+        self.names = names;
+        self
+    }
+
+    fn name(&self, p: PointId) -> String {
+        self.names
+            .get(p.0 as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("#{}", p.0))
     }
 
     pub fn specs(&self) -> &[ActionSpec] {
@@ -155,75 +317,114 @@ impl Controller {
         !s.cutting.is_empty() || !s.faulted.is_empty() || s.manual_cut || s.latched
     }
 
-    /// Feed engine events: power-cut grades entered and left, faults of lockout points.
-    pub fn on_event(&mut self, event: &Event, now: Timestamp, out: &mut Vec<Output>) {
+    /// Start: take over the open alarms the engine restored from the store, so a cut
+    /// that stood when the gateway stopped is asserted again, and publish every
+    /// action's points. An action whose `cut:<id>` alarm was active stays cut until
+    /// released when it has manual restore or its cause is gone (power never comes
+    /// back by itself across a restart).
+    pub fn start<'a>(
+        &mut self,
+        open: impl IntoIterator<Item = &'a Alarm>,
+        now: Timestamp,
+        out: &mut Vec<Output>,
+    ) {
+        let open: Vec<&Alarm> = open.into_iter().collect();
+        for a in &open {
+            self.track(a);
+        }
+        for i in 0..self.specs.len() {
+            let was_cut = open
+                .iter()
+                .any(|a| a.point == self.specs[i].cut_point && a.is_active());
+            let st = &mut self.state[i];
+            if was_cut
+                && (self.specs[i].restore == Restore::Manual
+                    || (st.cutting.is_empty() && st.faulted.is_empty()))
+            {
+                st.latched = true;
+            }
+            self.apply(i, now, now, out);
+            self.publish_cut(i, now, out);
+        }
+    }
+
+    /// Feed engine events: cut grades entered and left, faults of lockout points.
+    pub fn on_event(&mut self, event: &Event, _now: Timestamp, out: &mut Vec<Output>) {
         let Event::Alarm(e) = event else {
             return;
         };
-        let a = &e.alarm;
-        for i in 0..self.specs.len() {
+        for i in self.track(&e.alarm) {
+            self.apply(i, e.ts, e.ts, out);
+        }
+    }
+
+    /// Update trigger and lockout membership from one alarm; the actions that changed.
+    fn track(&mut self, a: &Alarm) -> Vec<usize> {
+        let Some(actions) = self.watched.get(&a.point) else {
+            return Vec::new();
+        };
+        let mut changed = Vec::new();
+        for &i in actions {
             let spec = &self.specs[i];
             let st = &mut self.state[i];
-            let mut changed = false;
-            if spec.triggers.contains(&a.point) && a.kind == AlarmKind::Value {
-                let cut = a.is_active() && a.power_cut;
-                changed |= set_member(&mut st.cutting, a.point, cut);
+            let mut touched = false;
+            let trigger = spec.triggers.iter().find(|t| t.point == a.point);
+            if let (Some(t), AlarmKind::Value) = (trigger, a.kind) {
+                let cut = a.is_active() && a.grade.is_some_and(|g| t.grades.contains(&g));
+                touched |= set_member(&mut st.cutting, a.point, cut);
                 if cut && spec.restore == Restore::Manual {
                     st.latched = true;
                 }
             }
             if spec.lockout.contains(&a.point) {
-                let fault = a.is_active()
-                    && match a.kind {
-                        AlarmKind::SensorFault | AlarmKind::Comm => true,
-                        // A device status point's value alarm: the device is offline.
-                        AlarmKind::Value => !spec.triggers.contains(&a.point),
-                        AlarmKind::Rate => false,
-                    };
-                // Only the kinds that can lock out may also release the lockout.
-                if matches!(a.kind, AlarmKind::SensorFault | AlarmKind::Comm)
-                    || (a.kind == AlarmKind::Value && !spec.triggers.contains(&a.point))
-                {
-                    changed |= set_member(&mut st.faulted, a.point, fault);
+                // Faults of a trigger are its sensor-fault and communication alarms; a
+                // device or link status point's value alarm means it is offline.
+                let lockout_kind = match a.kind {
+                    AlarmKind::SensorFault | AlarmKind::Comm => true,
+                    AlarmKind::Value => trigger.is_none(),
+                    AlarmKind::Rate => false,
+                };
+                if lockout_kind {
+                    let fault = a.is_active();
+                    touched |= set_member(&mut st.faulted, a.point, fault);
                     if fault && spec.restore == Restore::Manual {
                         st.latched = true;
                     }
                 }
             }
-            if changed {
-                self.apply(i, e.ts, now, out);
+            if touched {
+                changed.push(i);
             }
         }
+        changed
     }
 
-    /// Feed readings: feedback points and, for lockout, bad qualities of triggers.
+    /// Feed readings: the feedback (馈电) points.
     pub fn on_reading(&mut self, r: &Reading, now: Timestamp, out: &mut Vec<Output>) {
-        for i in 0..self.specs.len() {
-            let mut touched = false;
-            for (k, relay) in self.specs[i].relays.iter().enumerate() {
-                if relay.feedback != Some(r.point) || r.quality != Quality::Good {
-                    continue;
-                }
-                let feed = r.value >= 0.5;
-                let rs = &mut self.state[i].relays[k];
-                let previous = rs.feed.replace(feed);
-                match rs.commanded {
-                    Some(cut) if feed != cut => rs.confirmed = true,
-                    Some(_) if rs.confirmed && previous != Some(feed) => {
-                        // The feed left the commanded state with no command.
-                        rs.fault = true;
-                    }
-                    None if previous.is_some_and(|p| p != feed) => rs.fault = true,
-                    _ => {}
-                }
-                if rs.confirmed && rs.commanded.is_some_and(|cut| feed != cut) {
-                    rs.fault = false;
-                }
-                touched = true;
+        if r.quality != Quality::Good {
+            return;
+        }
+        let Some(relays) = self.feedback.get(&r.point) else {
+            return;
+        };
+        let feed = r.value >= 0.5;
+        let mut touched: Vec<usize> = Vec::new();
+        for &(i, k) in relays {
+            let rs = &mut self.state[i].relays[k];
+            let previous = rs.feed.replace(feed);
+            if feed == rs.expected_feed() {
+                rs.confirmed = true;
+                rs.feed_fault = false;
+            } else if rs.confirmed || (rs.commanded.is_none() && previous == Some(true)) {
+                // The feed left the expected state with no command.
+                rs.feed_fault = true;
             }
-            if touched {
-                self.check(i, now, out);
+            if !touched.contains(&i) {
+                touched.push(i);
             }
+        }
+        for i in touched {
+            self.check(i, now, out);
         }
     }
 
@@ -233,9 +434,9 @@ impl Controller {
             for k in 0..self.specs[i].relays.len() {
                 let rs = &self.state[i].relays[k];
                 if let Some(cut) = rs.commanded {
-                    if !rs.written {
-                        let relay = &self.specs[i].relays[k];
-                        out.push(write(i, k, relay, cut, Timestamp(rs.commanded_at)));
+                    if !rs.written && !rs.in_flight {
+                        let cause = Timestamp(rs.commanded_at);
+                        self.emit(i, k, cut, cause, out);
                     }
                 }
             }
@@ -243,12 +444,13 @@ impl Controller {
         }
     }
 
-    /// The result of a write the controller asked for.
+    /// The result of a write the controller asked for: `Ok` or the error text.
     pub fn write_result(
         &mut self,
         action: usize,
         relay: usize,
-        ok: bool,
+        command: u64,
+        result: Result<(), String>,
         now: Timestamp,
         out: &mut Vec<Output>,
     ) {
@@ -259,24 +461,27 @@ impl Controller {
         else {
             return;
         };
-        rs.written = ok;
-        if ok && self.specs[action].relays[relay].feedback.is_none() {
-            // No feedback to wait for: a delivered write is all there is to check.
-            rs.fault = false;
+        if rs.command != command || rs.written {
+            // An older command's write, or a retry of one already delivered.
+            return;
         }
-        if !ok {
-            // Retry once at once while inside the cut budget; `tick` keeps retrying
-            // after that, so a dead link cannot spin the controller.
-            if now.0 - rs.commanded_at < CUT_BUDGET_MS && rs.immediate_retries == 0 {
-                rs.immediate_retries += 1;
-                if let Some(cut) = rs.commanded {
-                    out.push(write(
-                        action,
-                        relay,
-                        &self.specs[action].relays[relay],
-                        cut,
-                        Timestamp(rs.commanded_at),
-                    ));
+        rs.in_flight = false;
+        match result {
+            Ok(()) => {
+                rs.written = true;
+                rs.write_fault = false;
+                rs.last_error = None;
+            }
+            Err(e) => {
+                rs.last_error = Some(e);
+                // Retry once at once while inside the cut budget; `tick` keeps retrying
+                // after that, so a dead link cannot spin the controller.
+                if now.0 - rs.commanded_at < CUT_BUDGET_MS && rs.immediate_retries == 0 {
+                    rs.immediate_retries += 1;
+                    if let Some(cut) = rs.commanded {
+                        let cause = Timestamp(rs.commanded_at);
+                        self.emit(action, relay, cut, cause, out);
+                    }
                 }
             }
         }
@@ -296,8 +501,8 @@ impl Controller {
         Ok(())
     }
 
-    /// An operator releases an action: ends a manual cut and, with manual restore,
-    /// the latch. Refused while a trigger or a fault still wants the cut.
+    /// An operator releases an action: ends a manual cut and the latch. Refused while
+    /// a trigger or a fault still wants the cut.
     pub fn release(
         &mut self,
         id: &str,
@@ -305,21 +510,92 @@ impl Controller {
         out: &mut Vec<Output>,
     ) -> Result<(), ActionError> {
         let i = self.index(id)?;
-        let st = &mut self.state[i];
+        let st = &self.state[i];
         if !st.cutting.is_empty() || !st.faulted.is_empty() {
-            return Err(ActionError::CausePresent(id.to_owned()));
+            let names = |ps: &[PointId]| {
+                ps.iter()
+                    .map(|p| self.name(*p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let why = if st.cutting.is_empty() {
+                format!("fault lockout (points {})", names(&st.faulted))
+            } else {
+                format!("cut grade (points {})", names(&st.cutting))
+            };
+            return Err(ActionError::CausePresent(id.to_owned(), why));
         }
+        if !self.wants_cut(i) {
+            return Err(ActionError::NotCut(id.to_owned()));
+        }
+        let st = &mut self.state[i];
         st.manual_cut = false;
         st.latched = false;
         self.apply(i, now, now, out);
         Ok(())
     }
 
-    fn index(&self, id: &str) -> Result<usize, ActionError> {
+    /// The state of every action, for the API.
+    pub fn view(&self) -> Vec<ActionView> {
+        let point_id = |p: PointId| self.name(p);
+        self.specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                let st = &self.state[i];
+                ActionView {
+                    id: spec.id.clone(),
+                    name: spec.name.clone(),
+                    restore: spec.restore,
+                    cut: self.wants_cut(i),
+                    since: st.since.map(|t| t.0),
+                    cutting: st.cutting.iter().map(|p| point_id(*p)).collect(),
+                    faulted: st.faulted.iter().map(|p| point_id(*p)).collect(),
+                    manual_cut: st.manual_cut,
+                    latched: st.latched,
+                    ok: st.relays.iter().all(|r| !r.fault()),
+                    relays: spec
+                        .relays
+                        .iter()
+                        .zip(&st.relays)
+                        .map(|(r, rs)| RelayView {
+                            device: r.device.clone(),
+                            target: r.target,
+                            commanded: rs.commanded.map(|c| if c { "cut" } else { "restore" }),
+                            written: rs.written,
+                            feed: rs.feed.filter(|_| r.feedback.is_some()),
+                            feedback_fault: rs.feed_fault,
+                            write_fault: rs.write_fault,
+                            last_error: rs.last_error.clone(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// Index of the action called `id`.
+    pub fn index(&self, id: &str) -> Result<usize, ActionError> {
         self.specs
             .iter()
             .position(|s| s.id == id)
             .ok_or_else(|| ActionError::Unknown(id.to_owned()))
+    }
+
+    /// Ask for a write of relay `k` of action `i`.
+    fn emit(&mut self, i: usize, k: usize, cut: bool, cause_ts: Timestamp, out: &mut Vec<Output>) {
+        let relay = &self.specs[i].relays[k];
+        let rs = &mut self.state[i].relays[k];
+        rs.in_flight = true;
+        out.push(Output::Write {
+            action: i,
+            relay: k,
+            command: rs.command,
+            device: relay.device.clone(),
+            write: relay.write(cut),
+            cut,
+            cause_ts,
+        });
     }
 
     /// Command every relay to the state the action wants, if it differs.
@@ -327,21 +603,39 @@ impl Controller {
         let cut = self.wants_cut(i);
         for k in 0..self.specs[i].relays.len() {
             let rs = &mut self.state[i].relays[k];
-            let current = rs.commanded.unwrap_or(false);
-            if rs.commanded.is_some() && current == cut {
-                continue;
-            }
-            if rs.commanded.is_none() && !cut {
+            if rs.commanded == Some(cut) || (rs.commanded.is_none() && !cut) {
                 continue;
             }
             rs.commanded = Some(cut);
+            rs.command = self.next_command;
+            self.next_command += 1;
             rs.commanded_at = now.0;
             rs.written = false;
+            rs.write_fault = false;
             rs.immediate_retries = 0;
             rs.confirmed = false;
-            out.push(write(i, k, &self.specs[i].relays[k], cut, cause_ts));
+            self.emit(i, k, cut, cause_ts, out);
         }
+        self.publish_cut(i, now, out);
         self.check(i, now, out);
+    }
+
+    fn publish_cut(&mut self, i: usize, now: Timestamp, out: &mut Vec<Output>) {
+        let cut = self.wants_cut(i);
+        let st = &mut self.state[i];
+        if st.cut_published == Some(cut) {
+            return;
+        }
+        if st.cut_published.is_some() {
+            st.since = Some(now);
+        }
+        st.cut_published = Some(cut);
+        out.push(Output::Status(Reading {
+            point: self.specs[i].cut_point,
+            ts: now,
+            value: if cut { 1.0 } else { 0.0 },
+            quality: Quality::Good,
+        }));
     }
 
     /// Recompute faults and publish the status point when it changes.
@@ -349,19 +643,19 @@ impl Controller {
         for k in 0..self.specs[i].relays.len() {
             let relay = &self.specs[i].relays[k];
             let rs = &mut self.state[i].relays[k];
-            let Some(_) = rs.commanded else {
+            if rs.commanded.is_none() {
                 continue;
-            };
+            }
             let late = now.0 - rs.commanded_at;
             if !rs.written && late >= CUT_BUDGET_MS {
-                rs.fault = true;
+                rs.write_fault = true;
             }
             if relay.feedback.is_some() && !rs.confirmed && late >= relay.feedback_timeout_ms as i64
             {
-                rs.fault = true;
+                rs.feed_fault = true;
             }
         }
-        let ok = self.state[i].relays.iter().all(|r| !r.fault);
+        let ok = self.state[i].relays.iter().all(|r| !r.fault());
         if self.state[i].status_ok != Some(ok) {
             self.state[i].status_ok = Some(ok);
             out.push(Output::Status(Reading {
@@ -371,18 +665,6 @@ impl Controller {
                 quality: Quality::Good,
             }));
         }
-    }
-}
-
-fn write(action: usize, relay: usize, spec: &RelaySpec, cut: bool, cause_ts: Timestamp) -> Output {
-    Output::Write {
-        action,
-        relay,
-        device: spec.device.clone(),
-        coil: spec.coil,
-        value: if cut { spec.cut_value } else { !spec.cut_value },
-        cut,
-        cause_ts,
     }
 }
 

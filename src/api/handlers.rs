@@ -24,9 +24,9 @@ const HOUR_MS: i64 = 3_600_000;
 const MAX_RANGE_MS: i64 = 31 * 24 * HOUR_MS;
 const MAX_LIMIT: usize = 100_000;
 
-type ApiResult = Result<Json<Value>, ApiError>;
+pub(super) type ApiResult = Result<Json<Value>, ApiError>;
 
-fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn body<T>(b: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     b.map(|Json(v)| v).map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge
@@ -41,7 +41,7 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
         .map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))
 }
 
-fn control_error(e: ControlRequestError) -> ApiError {
+pub(super) fn control_error(e: ControlRequestError) -> ApiError {
     match e {
         ControlRequestError::Stopped => ApiError::Unavailable,
         ControlRequestError::Refused(c) => match c {
@@ -50,6 +50,10 @@ fn control_error(e: ControlRequestError) -> ApiError {
             }
             ControlError::InvalidDuration => ApiError::BadRequest(c.to_string()),
             _ => ApiError::Conflict(c.to_string()),
+        },
+        ControlRequestError::Action(a) => match a {
+            crate::actions::ActionError::Unknown(_) => ApiError::NotFound(a.to_string()),
+            _ => ApiError::Conflict(a.to_string()),
         },
     }
 }
@@ -67,7 +71,12 @@ fn point_index(state: &ApiState, id: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no point {id:?}")))
 }
 
-fn text(s: Option<String>, what: &str, max: usize, required: bool) -> Result<String, ApiError> {
+pub(super) fn text(
+    s: Option<String>,
+    what: &str,
+    max: usize,
+    required: bool,
+) -> Result<String, ApiError> {
     let s = s.unwrap_or_default().trim().to_owned();
     if required && s.is_empty() {
         return Err(ApiError::BadRequest(format!("{what} is required")));

@@ -225,6 +225,7 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
             esc(&h.id)
         );
     }
+    actions(&s, &mut o);
     (
         [(
             header::CONTENT_TYPE,
@@ -232,4 +233,83 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
         )],
         o,
     )
+}
+
+/// Safety actions: cut state and feedback per action, write counters, and the
+/// reading → relay-acknowledged cut latency as a histogram.
+fn actions(s: &ApiState, o: &mut String) {
+    let st = &s.action_stats;
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let _ = writeln!(
+        o,
+        "# HELP hazgate_action_cut 1 while the safety action wants the power cut.\n# TYPE hazgate_action_cut gauge"
+    );
+    let view = s.actions.borrow().clone();
+    for a in view.iter() {
+        let _ = writeln!(
+            o,
+            "hazgate_action_cut{{action=\"{}\"}} {}",
+            esc(&a.id),
+            u8::from(a.cut)
+        );
+    }
+    let _ = writeln!(
+        o,
+        "# HELP hazgate_action_ok 0 on a feedback fault (馈电异常) or an undelivered write.\n# TYPE hazgate_action_ok gauge"
+    );
+    for a in view.iter() {
+        let _ = writeln!(
+            o,
+            "hazgate_action_ok{{action=\"{}\"}} {}",
+            esc(&a.id),
+            u8::from(a.ok)
+        );
+    }
+    for (name, help, v) in [
+        (
+            "hazgate_action_cuts_total",
+            "Cut writes the relays acknowledged.",
+            l(&st.cuts),
+        ),
+        (
+            "hazgate_action_restores_total",
+            "Restore writes the relays acknowledged.",
+            l(&st.restores),
+        ),
+        (
+            "hazgate_action_write_failures_total",
+            "Relay writes that failed (each try).",
+            l(&st.write_failures),
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+    }
+    let name = "hazgate_action_cut_latency_seconds";
+    let _ = writeln!(
+        o,
+        "# HELP {name} From the reading that reached the cut grade to the relay acknowledging the cut write.\n# TYPE {name} histogram"
+    );
+    let mut cumulative = 0;
+    for (k, bound) in crate::gateway::CUT_LATENCY_BUCKETS_MS.iter().enumerate() {
+        cumulative += l(&st.cut_latency_buckets[k]);
+        let _ = writeln!(
+            o,
+            "{name}_bucket{{le=\"{}\"}} {cumulative}",
+            *bound as f64 / 1000.0
+        );
+    }
+    cumulative += l(&st.cut_latency_buckets[crate::gateway::CUT_LATENCY_BUCKETS_MS.len()]);
+    let _ = writeln!(o, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(
+        o,
+        "{name}_sum {}",
+        l(&st.cut_latency_sum_ms) as f64 / 1000.0
+    );
+    let _ = writeln!(o, "{name}_count {}", l(&st.cut_latency_count));
+    let max = "hazgate_action_cut_latency_max_seconds";
+    let _ = writeln!(
+        o,
+        "# HELP {max} Longest reading → cut acknowledged so far.\n# TYPE {max} gauge\n{max} {}",
+        l(&st.cut_latency_max_ms) as f64 / 1000.0
+    );
 }

@@ -12,8 +12,9 @@
 //! - every route under `/api/v1` needs a bearer token (`Authorization: Bearer …`, or for
 //!   the WebSocket the sub-protocol `bearer.TOKEN`); tokens are configured as SHA-256
 //!   hashes with a role, viewer < operator < admin; there is no default token;
-//! - acknowledge, shelve, unshelve, out of service, maintenance and every failed login
-//!   are written to the audit log (when a store is attached);
+//! - acknowledge, shelve, unshelve, out of service, maintenance, manual cut and
+//!   release of a safety action (admin), and every failed login are written to the
+//!   audit log (when a store is attached; a refused cut or release too);
 //! - no CORS headers are sent (cross-origin reads are refused by browsers), the
 //!   WebSocket `Origin` must be the API's own host, every answer carries a CSP;
 //! - bodies are limited to [`MAX_BODY_BYTES`]; bad input gets a 4xx with a JSON
@@ -21,6 +22,7 @@
 //!
 //! `router(state)` builds everything; tests drive it with `oneshot`, no socket.
 
+mod actions;
 mod assets;
 mod auth;
 mod catalog;
@@ -128,6 +130,9 @@ pub struct ApiState {
     pub devices: Arc<Vec<(String, Arc<DeviceStats>)>>,
     pub mqtt: Arc<Vec<(String, Arc<MqttStats>)>>,
     pub metrics: Arc<metrics::ApiMetrics>,
+    /// The safety actions' live state and counters.
+    pub actions: crate::gateway::ActionsLive,
+    pub action_stats: Arc<crate::gateway::ActionStats>,
 }
 
 impl ApiState {
@@ -147,6 +152,8 @@ impl ApiState {
             devices: Arc::new(running.device_stats.clone()),
             mqtt: Arc::new(running.mqtt_stats.clone()),
             metrics: Arc::new(metrics::ApiMetrics::default()),
+            actions: running.actions.clone(),
+            action_stats: running.action_stats.clone(),
         }
     }
 }
@@ -171,6 +178,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/alarms/{id}/unshelve", post(handlers::unshelve))
         .route("/hazard-sources", get(handlers::hazard_sources))
         .route("/devices", get(handlers::devices))
+        .route("/actions", get(actions::list))
+        .route("/actions/{id}", get(actions::one))
+        .route("/actions/{id}/cut", post(actions::cut))
+        .route("/actions/{id}/release", post(actions::release))
         .route("/audit", get(handlers::audit_log))
         .route("/whoami", get(handlers::whoami))
         .route("/live", get(live::live))

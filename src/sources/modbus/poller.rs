@@ -187,6 +187,8 @@ pub enum WriteError {
     Transport(Write, String),
     #[error("the device answered with exception {1:#04x}")]
     Exception(Write, u8),
+    #[error("the link's write queue is full")]
+    Busy(Write),
 }
 
 struct WriteRequest {
@@ -226,6 +228,31 @@ impl WriteHandle {
                 address: 0,
                 values: vec![],
             })),
+        }
+    }
+}
+
+impl WriteHandle {
+    /// Queue a write without waiting: writes submitted one after another reach their
+    /// link in that order. The answer comes on the returned channel; a link that ends
+    /// first drops it (the write did not happen).
+    pub fn submit(
+        &self,
+        device: &str,
+        write: Write,
+    ) -> Result<oneshot::Receiver<Result<(), WriteError>>, WriteError> {
+        let Some((_, index, tx)) = self.links.iter().find(|(d, _, _)| d == device) else {
+            return Err(WriteError::UnknownDevice(device.to_owned()));
+        };
+        let (reply, rx) = oneshot::channel();
+        match tx.try_send(WriteRequest {
+            device: *index,
+            write,
+            reply,
+        }) {
+            Ok(()) => Ok(rx),
+            Err(mpsc::error::TrySendError::Full(req)) => Err(WriteError::Busy(req.write)),
+            Err(mpsc::error::TrySendError::Closed(req)) => Err(WriteError::LinkClosed(req.write)),
         }
     }
 }
