@@ -75,12 +75,27 @@ fn assert_spec_invariants(spec: &EngineSpec) {
 fn coal_mine_example_is_valid_and_compiles() {
     let config = load("coal-mine.toml");
     assert_eq!(config.devices.len(), 3);
-    assert_eq!(config.points.len(), 14);
+    assert_eq!(config.points.len(), 17);
     assert_eq!(config.hazard_sources.len(), 3);
+    assert_eq!(config.actions.len(), 2);
+    // The face action takes every power-cut point of its hazard source, locks out on
+    // their faults and on the substation, and adds its two points.
+    let plan = hazgate::gateway::Plan::from_config(&config);
+    let face = &plan.actions[0];
+    let id = |p: hazgate::model::PointId| plan.spec.points[p.0 as usize].id.as_str();
+    let triggers: Vec<&str> = face.triggers.iter().map(|t| id(t.point)).collect();
+    assert_eq!(triggers, ["CH4-1201-T1", "CH4-1201-T2", "CH4-1201-T3"]);
+    let lockout: Vec<&str> = face.lockout.iter().map(|p| id(*p)).collect();
+    assert!(lockout.contains(&"device:KJ-SUB-1201"), "{lockout:?}");
+    assert_eq!(
+        (id(face.cut_point), id(face.status_point)),
+        ("cut:cut-1201", "action:cut-1201")
+    );
+    assert_eq!(plan.actions[1].restore, hazgate::actions::Restore::Manual);
 
     let spec = config.engine_spec();
     assert_spec_invariants(&spec);
-    assert_eq!(spec.points.len(), 14);
+    assert_eq!(spec.points.len(), 17);
     assert_eq!(spec.hazard_sources.len(), 3);
 
     // T1 at the longwall face: alarm ≥1.0, cut ≥1.5, restore <1.0.
@@ -232,6 +247,9 @@ fn simulated_coal_mine_matches_the_gas_leak_scenario() {
             hazgate::config::RegisterTable::DiscreteInput => {
                 device.relays.iter().any(|r| r.feed_input == b.address)
             }
+            hazgate::config::RegisterTable::Coil => {
+                device.relays.iter().any(|r| r.coil == b.address)
+            }
             table => {
                 use hazgate::config::RegisterTable as T;
                 use hazgate_sim::pdu::Table as S;
@@ -252,5 +270,18 @@ fn simulated_coal_mine_matches_the_gas_leak_scenario() {
             "{} reads {:?} {} which the scenario does not serve",
             p.id, b.table, b.address
         );
+    }
+    // Every relay an action writes is one of the scenario's relays, and its feedback
+    // point reads that relay's feed.
+    for a in &config.actions {
+        for r in &a.relays {
+            let relay = device.relays.iter().find(|x| x.coil == r.address).unwrap();
+            let feed = config
+                .points
+                .iter()
+                .find(|p| Some(&p.id) == r.feedback.as_ref())
+                .unwrap();
+            assert_eq!(feed.modbus.as_ref().unwrap().address, relay.feed_input);
+        }
     }
 }

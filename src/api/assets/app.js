@@ -11,7 +11,10 @@ const I18N = {
         unacked: "未确认", acked: "已确认", rtn_unacked: "已恢复未确认", normal: "正常", shelved: "已搁置",
         on: "在线", off: "离线", red: "红", orange: "橙", yellow: "黄", blue: "蓝", bad_token: "令牌无效",
         value_k: "超限", rate: "变化率", sensor_fault: "传感器故障", comm: "通讯故障", power_cut: "断电", open_alarms: "报警",
-        hgrade: ["", "一级", "二级", "三级", "四级"] },
+        hgrade: ["", "一级", "二级", "三级", "四级"],
+        actions: "断电控制", power: "供电", cause: "原因", feed: "馈电", reason: "原因", powered: "供电", cut: "断电",
+        manual_cut: "远程断电", release: "解除断电", latched: "待解除", lockout: "故障闭锁", manual: "手动断电",
+        feed_ok: "正常", feed_fault: "馈电异常", write_fault: "写入失败" },
   en: { title: "Safety monitoring · dispatch room", offline: "offline", online: "live", flood: "ALARM FLOOD", mute: "Mute", unmute: "Unmute",
         logout: "Log out", token: "Access token", login: "Log in", alarms: "Active alarms", time: "Time", point: "Point", name: "Name",
         grade: "Grade", value: "Value", peak: "Peak", state: "State", action: "Action", no_alarms: "No alarms", hazards: "Major hazard sources",
@@ -20,7 +23,10 @@ const I18N = {
         unacked: "unacknowledged", acked: "acknowledged", rtn_unacked: "returned, unacked", normal: "normal", shelved: "shelved",
         on: "online", off: "offline", red: "red", orange: "orange", yellow: "yellow", blue: "blue", bad_token: "invalid token",
         value_k: "limit", rate: "rate", sensor_fault: "sensor fault", comm: "comm failure", power_cut: "power cut", open_alarms: "alarms",
-        hgrade: ["", "grade 1", "grade 2", "grade 3", "grade 4"] },
+        hgrade: ["", "grade 1", "grade 2", "grade 3", "grade 4"],
+        actions: "Power-cut control", power: "Power", cause: "Cause", feed: "Feed", reason: "Reason", powered: "on", cut: "CUT",
+        manual_cut: "Remote cut", release: "Release", latched: "awaiting release", lockout: "fault lockout", manual: "manual cut",
+        feed_ok: "ok", feed_fault: "feedback fault", write_fault: "write failed" },
 };
 const RANK = { red: 4, orange: 3, yellow: 2, blue: 1 };
 
@@ -28,6 +34,7 @@ const st = {
   lang: localStorage.getItem("hazgate.lang") || "zh",
   token: null, muted: false, ws: null, snap: null, catalog: new Map(), hazards: [],
   alarms: [], points: new Map(), trendPoint: null, trendData: [], ackId: null, audio: null,
+  role: null, actions: [], act: null,
 };
 const $ = (id) => document.getElementById(id);
 const t = (k) => (I18N[st.lang][k] !== undefined ? I18N[st.lang][k] : k);
@@ -52,6 +59,7 @@ function applyI18n() {
   $("mute").textContent = st.muted ? t("unmute") : t("mute");
   setConn(st.ws && st.ws.readyState === 1);
   renderAll();
+  renderActions();
 }
 
 async function api(path, opts) {
@@ -83,6 +91,7 @@ async function start(token) {
     const who = await api("/whoami");
     sessionStorage.setItem("hazgate.token", token);
     $("site").textContent = who.site_name + " · " + who.name + " (" + who.role + ")";
+    st.role = who.role;
   } catch (e) {
     sessionStorage.removeItem("hazgate.token");
     showLogin(e.status === 401 ? t("bad_token") : e.message);
@@ -97,6 +106,8 @@ async function start(token) {
   connect();
   refreshDevices();
   setInterval(refreshDevices, 5000);
+  refreshActions();
+  setInterval(refreshActions, 2000);
 }
 
 // ---- live stream ----
@@ -263,6 +274,63 @@ async function refreshDevices() {
   }
 }
 
+// ---- safety actions (power cut) ----
+async function refreshActions() {
+  let r;
+  try { r = await api("/actions"); } catch (_) { return; }
+  st.actions = r.actions;
+  renderActions();
+}
+function renderActions() {
+  $("actions-panel").classList.toggle("hidden", !st.actions.length);
+  const body = $("action-body");
+  body.replaceChildren();
+  for (const a of st.actions) {
+    const tr = el("tr", a.cut ? "g-red" : (a.ok ? null : "g-orange"));
+    tr.dataset.action = a.id;
+    tr.append(el("td", null, a.name || a.id), el("td", a.cut ? "cut" : "online", a.cut ? t("cut") : t("powered")));
+    const cause = [];
+    if (a.cutting.length) cause.push(a.cutting.join(", "));
+    if (a.faulted.length) cause.push(t("lockout") + ": " + a.faulted.join(", "));
+    if (a.manual_cut) cause.push(t("manual"));
+    if (a.latched && !a.cutting.length && !a.faulted.length) cause.push(t("latched"));
+    tr.append(el("td", null, cause.join("; ")));
+    const faults = a.relays.filter((x) => x.feedback_fault).length, wf = a.relays.filter((x) => x.write_fault).length;
+    tr.append(el("td", a.ok ? "online" : "offline", a.ok ? t("feed_ok") : (faults ? t("feed_fault") : t("write_fault"))));
+    const td = el("td");
+    if (st.role === "admin") {
+      const b = el("button", a.cut ? null : "danger", a.cut ? t("release") : t("manual_cut"));
+      b.dataset.act = a.cut ? "release" : "cut";
+      b.addEventListener("click", () => openAct(a, a.cut ? "release" : "cut"));
+      td.append(b);
+    }
+    if (wf) td.append(el("span", "error", " " + t("write_fault")));
+    tr.append(td);
+    body.append(tr);
+  }
+}
+function openAct(a, what) {
+  st.act = { id: a.id, what };
+  $("act-title").textContent = t(what === "cut" ? "manual_cut" : "release");
+  $("act-target").textContent = a.name || a.id;
+  $("act-error").textContent = "";
+  $("act-name").value = localStorage.getItem("hazgate.operator") || "";
+  $("act-reason").value = "";
+  $("act-dialog").showModal();
+}
+async function submitAct(ev) {
+  ev.preventDefault();
+  const reason = $("act-reason").value.trim();
+  if (!reason) { $("act-error").textContent = t("reason") + "?"; return; }
+  const name = $("act-name").value.trim();
+  try {
+    await api("/actions/" + encodeURIComponent(st.act.id) + "/" + st.act.what, { method: "POST", body: JSON.stringify(name ? { name, reason } : { reason }) });
+    if (name) localStorage.setItem("hazgate.operator", name);
+    $("act-dialog").close();
+    refreshActions();
+  } catch (e) { $("act-error").textContent = e.message; }
+}
+
 // ---- acknowledge ----
 function openAck(a, p) {
   st.ackId = a.id;
@@ -305,6 +373,8 @@ document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", (e) => { e.preventDefault(); start($("token").value.trim()); });
   $("ack-form").addEventListener("submit", submitAck);
   $("ack-cancel").addEventListener("click", () => $("ack-dialog").close());
+  $("act-form").addEventListener("submit", submitAct);
+  $("act-cancel").addEventListener("click", () => $("act-dialog").close());
   setInterval(() => { $("clock").textContent = new Date().toLocaleString(st.lang === "zh" ? "zh-CN" : "en-GB", { hour12: false }); }, 1000);
   setInterval(beep, 2000);
   applyI18n();
