@@ -1,6 +1,7 @@
 //! The HTTP uplink against a receiver written here: SM4-encrypted bodies with
 //! appid/appsecret headers, retries through a forced outage (503, then connection
-//! refused), every alarm delivered in order with its id; KJ text bodies.
+//! refused), every alarm delivered in order with its id; KJ text bodies; 5-minute
+//! statistics once their window is over, across a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod uplink_support;
@@ -193,6 +194,98 @@ async fn a_restarted_sink_resumes_from_its_cursor_without_loss() {
         rx.accepted()[0].header("content-type"),
         Some("application/json")
     );
+    sink.shutdown().await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_go_up_once_a_window_is_over_and_survive_a_restart() {
+    let rx = Receiver::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let mut store = store(&path, 2);
+    let mut o = opts(&path, rx.url(), false);
+    o.stats_poll_interval_ms = 20;
+    o.heartbeat_interval_ms = 100;
+    let bodies = |rx: &Receiver| -> Vec<serde_json::Value> {
+        rx.accepted()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect()
+    };
+    // Readings of window 0, which is still open: no statistics yet.
+    let w0 = window(0);
+    let rs: Vec<hazgate::model::Reading> = (0..4)
+        .map(|i| hazgate::model::Reading {
+            point: hazgate::model::PointId(i % 2),
+            ts: hazgate::model::Timestamp(w0 + 1 + i64::from(i)),
+            value: 0.5,
+            quality: hazgate::model::Quality::Good,
+        })
+        .collect();
+    store.write_readings(&rs).unwrap();
+    let (sink, task) = UplinkSink::spawn(o.clone()).unwrap();
+    wait_until(Duration::from_secs(30), "three heartbeats", || {
+        sink.status().heartbeats_sent.load(Ordering::Relaxed) >= 3
+    })
+    .await;
+    assert!(stat_ids(&bodies(&rx)).is_empty());
+
+    // The window is over: both points' statistics arrive, after an alarm raised at the
+    // same time (alarms first).
+    store
+        .close_buckets(hazgate::model::Timestamp(w0 + hazgate::store::BUCKET_MS))
+        .unwrap();
+    let mut expected: Vec<String> = (0..2).map(|p| format!("{SITE}-m{w0}-CH4-{p}-n2")).collect();
+    let seq = add_alarms(&mut store, 1, 1)[0];
+    sink.wake();
+    wait_until(Duration::from_secs(30), "window 0 statistics", || {
+        stat_ids(&bodies(&rx)) == expected
+    })
+    .await;
+    let all = bodies(&rx);
+    let alarm_at = all.iter().position(|v| v["type"] == "alarm").unwrap();
+    let stats_at = all.iter().position(|v| v["type"] == "stats").unwrap();
+    assert!(alarm_at < stats_at, "the alarm went first");
+    assert_eq!(all[alarm_at]["id"], format!("{SITE}-a{seq}"));
+    let rec = &all[stats_at]["data"][0];
+    assert_eq!(rec["point"], "CH4-0");
+    assert_eq!(rec["hazard_source"], "HS-0");
+    assert_eq!(rec["window_start"], w0);
+    assert_eq!(rec["window_end"], w0 + hazgate::store::BUCKET_MS);
+    assert_eq!(
+        (rec["count"].as_u64(), rec["avg"].as_f64()),
+        (Some(2), Some(0.5))
+    );
+    assert_eq!(
+        rx.accepted()[stats_at].header("x-message-id"),
+        all[stats_at]["id"].as_str()
+    );
+    let reader = hazgate::store::Reader::open(&path).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "statistics cursor committed",
+        || reader.stats_cursor("uplink").unwrap() == reader.last_stats_seq().unwrap(),
+    )
+    .await;
+
+    // Killed; two more windows close meanwhile; the restarted sink sends only them.
+    task.abort();
+    let _ = task.await;
+    drop(sink);
+    expected.extend(add_window(&mut store, window(1), 30));
+    expected.extend(add_window(&mut store, window(2), 5));
+    let (sink, task) = UplinkSink::spawn(o).unwrap();
+    wait_until(Duration::from_secs(30), "windows 1 and 2", || {
+        dedup(&stat_ids(&bodies(&rx))) == expected
+    })
+    .await;
+    assert_eq!(
+        stat_ids(&bodies(&rx)),
+        expected,
+        "nothing sent twice across the restart"
+    );
+    assert_eq!(sink.status().stats_sent.load(Ordering::Relaxed), 4);
     sink.shutdown().await;
     task.await.unwrap().unwrap();
 }

@@ -72,6 +72,42 @@ pub fn add_readings(s: &mut Store, start_ts: i64, n: usize) {
     }
 }
 
+/// Start of a 5-minute window (aligned), `k` windows after a fixed base.
+pub fn window(k: i64) -> i64 {
+    let b = hazgate::store::BUCKET_MS;
+    1_700_000_000_000 / b * b + k * b
+}
+
+/// Write `n` readings per point for points 0 and 1 inside window `start`, then close
+/// the window (as the store's writer does once it is over). Returns the ids the two
+/// statistics records must have.
+pub fn add_window(s: &mut Store, start: i64, n: usize) -> Vec<String> {
+    let rs: Vec<Reading> = (0..2 * n)
+        .map(|i| Reading {
+            point: PointId((i % 2) as u32),
+            ts: Timestamp(start + 1 + i as i64 * 10),
+            value: 0.2 + (i % 7) as f64 * 0.1,
+            quality: Quality::Good,
+        })
+        .collect();
+    s.write_readings(&rs).unwrap();
+    s.close_buckets(Timestamp(start + hazgate::store::BUCKET_MS))
+        .unwrap();
+    (0..2)
+        .map(|p| format!("{SITE}-m{start}-CH4-{p}-n{n}"))
+        .collect()
+}
+
+/// Record ids inside statistics messages (JSON), in arrival order.
+pub fn stat_ids(payloads: &[serde_json::Value]) -> Vec<String> {
+    payloads
+        .iter()
+        .filter(|v| v["type"] == "stats")
+        .flat_map(|v| v["data"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// `mosquitto_sub` on a persistent session (QoS 1), its lines collected.
 pub struct Sub {
     child: Child,
