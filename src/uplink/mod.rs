@@ -20,7 +20,8 @@
 //!   bulk batch (at most [`UplinkOptions::realtime_batch_max`] readings or
 //!   [`UplinkOptions::stats_batch_max`] statistics rows; the two take turns while
 //!   both have a backlog), so a new alarm waits at most one bulk message even while
-//!   hours of backlog drain.
+//!   hours of backlog drain. A wake that arrives while a bulk batch is being read and
+//!   encoded makes the driver set that batch aside and send the alarms first.
 //! - **Real-time values** are sent every [`UplinkOptions::realtime_interval_ms`] when
 //!   caught up, and back to back while there is a backlog.
 //! - **Heartbeats** are not stored: one that cannot be sent is counted
@@ -341,6 +342,19 @@ impl Driver {
             .store(self.cursor.readings_seq.max(0) as u64, Ordering::Relaxed);
     }
 
+    /// Whether a wake (new alarm events) is waiting; takes it. A shutdown found on
+    /// the way is remembered.
+    fn woken(&mut self) -> bool {
+        let mut woken = false;
+        while let Ok(c) = self.cmd.try_recv() {
+            match c {
+                Command::Wake => woken = true,
+                Command::Shutdown => self.stop = true,
+            }
+        }
+        woken
+    }
+
     async fn commit_stats(&mut self) {
         let (name, seq) = (self.opts.name.clone(), self.stats_cursor);
         if let Err(e) = self
@@ -508,6 +522,15 @@ impl Driver {
                 self.wait_until(deadline, true).await;
                 continue;
             };
+            if matches!(sent, Sent::Readings(..) | Sent::Stats(..)) && self.woken() {
+                // An alarm was committed while this bulk batch was read and encoded:
+                // it goes first; the batch is read again next round.
+                match sent {
+                    Sent::Readings(..) => next_rt = now,
+                    _ => next_stats = now,
+                }
+                continue;
+            }
             let result = self.link.send(&msgs).await;
             let (ok, err) = match result {
                 Ok(()) => (msgs.len(), None),
