@@ -80,6 +80,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Once, before any TLS or HTTP client exists (library code would install it too).
+    hazgate::tls::ensure_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => match check(&config) {

@@ -1,8 +1,29 @@
 //! TLS client configuration shared by every MQTT and HTTPS connection: rustls on the
 //! `ring` provider (no aws-lc), roots from a CA file or the system's, and a client
 //! certificate when one is configured.
+//!
+//! reqwest (built with `rustls-no-provider`) panics when it builds a client while no
+//! process-wide rustls provider is installed, even for plain `http://`. `hazgate`
+//! installs ring once at start; library code builds every HTTP client through
+//! [`http_client_builder`], which installs it first if nobody did (a library user, a
+//! test), so no code path depends on `main` having run.
 
 use std::sync::Arc;
+
+/// Install rustls's `ring` provider as the process default unless one is installed
+/// already (by us or by the embedding program; theirs is kept).
+pub fn ensure_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Err only when another thread installed one in between: fine either way.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+}
+
+/// A reqwest client builder that is safe to `build()`: the rustls provider is in place.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    ensure_provider();
+    reqwest::Client::builder()
+}
 
 /// TLS files (PEM).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -76,7 +76,7 @@ modbus = {{ table = "holding", address = 0, data_type = "u16" }}
     let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
 
-    let client = reqwest::Client::new();
+    let client = hazgate::tls::http_client_builder().build().unwrap();
     let base = format!("http://127.0.0.1:{port}");
     let t0 = Instant::now();
     loop {

@@ -177,7 +177,7 @@ async fn dashboard_acknowledges_a_scenario_alarm_in_headless_chromium() {
     .await;
 
     // The acknowledgement is in the store, seen through the API.
-    let client = reqwest::Client::new();
+    let client = hazgate::tls::http_client_builder().build().unwrap();
     let url = format!("http://{}/api/v1/alarms/{id}", demo.addr);
     let t1 = Instant::now();
     loop {

@@ -32,7 +32,7 @@ async fn demo_raises_alarms_that_can_be_acknowledged_over_http() {
     .await
     .unwrap();
     let base = format!("http://{}", demo.addr);
-    let client = reqwest::Client::new();
+    let client = hazgate::tls::http_client_builder().build().unwrap();
 
     let t0 = Instant::now();
     let alarm = loop {

@@ -42,7 +42,9 @@ async fn influx1_exactly_once_backfill_and_partial_write_quarantine() {
     // A shard a month ago where `value` already is a string: our float `value` lines
     // for that time are refused (a 400 "partial write"), the others are written.
     let old = now_ms() - 30 * 86_400_000;
-    let seed = reqwest::Client::new()
+    let seed = hazgate::tls::http_client_builder()
+        .build()
+        .unwrap()
         .post(format!("{}/write?db=hazgate&precision=ms", influx.url()))
         .body(format!(
             "reading,point=seed value=\"text\" {}\n",

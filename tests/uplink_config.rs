@@ -70,6 +70,7 @@ fn defaults_map_to_options() {
     assert_eq!(o.heartbeat_interval_ms, 60_000);
     assert_eq!(o.retry_max_ms, 2_000);
     assert!(o.realtime);
+    assert!(o.statistics);
     let UplinkTransport::Mqtt(m) = &o.transport else {
         panic!("mqtt expected")
     };
@@ -89,11 +90,12 @@ fn https_with_sm4_maps_to_an_encrypting_transport() {
     let c = config(
         "transport = \"https\"\nurl = \"https://feed.example/api\"\nsite_code = \"P-001\"\nformat = \"kj_text\"\n\
          appid = \"a\"\nappsecret = \"s\"\nsm4_key_hex = \"0123456789abcdeffedcba9876543210\"\n\
-         sm4_iv_hex = \"00000000000000000000000000000000\"\n",
+         sm4_iv_hex = \"00000000000000000000000000000000\"\nsend_statistics = false\n",
     )
     .unwrap();
     let o = c.uplink_options(&c.engine_spec()).unwrap();
     assert_eq!((o.site.as_str(), o.format), ("P-001", Format::KjText));
+    assert!(!o.statistics);
     let UplinkTransport::Http(h) = &o.transport else {
         panic!("http expected")
     };

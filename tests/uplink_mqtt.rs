@@ -1,7 +1,8 @@
 //! The MQTT uplink against a real Mosquitto, with `mosquitto_sub` as the independent
 //! receiver: every alarm transition arrives, in order, with its stable id, across a
 //! broker outage; the retained status says `online`, and the last will `offline`
-//! when the gateway vanishes; alarms overtake a real-time backlog.
+//! when the gateway vanishes; alarms overtake a real-time backlog; 5-minute statistics
+//! with their ids, behind alarms, across a restart.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod uplink_support;
@@ -265,6 +266,73 @@ async fn mqtts_with_ca_client_certificate_and_password() {
     .await;
     assert_eq!(sink.status().alarms_sent.load(Ordering::Relaxed), 0);
     assert_eq!(reader.cursor("uplink").unwrap().events_seq, seqs[4]);
+    sink.shutdown().await;
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_arrive_with_ids_behind_alarms_and_survive_a_restart() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let mut store = store(&path, 2);
+    let sub = Sub::start(broker.port, "province-stats", &format!("hazgate/{SITE}/#"));
+    ready(&broker, &sub, &format!("hazgate/{SITE}/probe")).await;
+    let payloads = |sub: &Sub| -> Vec<serde_json::Value> {
+        sub.messages()
+            .iter()
+            .filter(|(t, _)| t.ends_with("/stats") || t.ends_with("/alarm"))
+            .map(|(_, p)| serde_json::from_str(p).unwrap())
+            .collect()
+    };
+    // Twelve windows closed during an outage, and an alarm committed after them.
+    let mut expected = Vec::new();
+    for k in 0..12 {
+        expected.extend(add_window(&mut store, window(k), 3 + k as usize));
+    }
+    let alarm = add_alarms(&mut store, 1, 1)[0];
+    let mut o = opts(&path, broker.port, "hazgate-stats");
+    o.stats_batch_max = 5;
+    o.stats_poll_interval_ms = 20;
+    let (sink, task) = UplinkSink::spawn(o.clone()).unwrap();
+    wait_until(Duration::from_secs(30), "24 statistics records", || {
+        stat_ids(&payloads(&sub)) == expected
+    })
+    .await;
+    let all = payloads(&sub);
+    assert_eq!(
+        all[0]["id"],
+        format!("{SITE}-a{alarm}"),
+        "the alarm went first"
+    );
+    assert!(all[1..].iter().all(|v| v["type"] == "stats"));
+    assert_eq!(all.len(), 1 + 24usize.div_ceil(5));
+    let topics: Vec<String> = sub
+        .messages()
+        .into_iter()
+        .filter(|(t, _)| t.ends_with("/stats"))
+        .map(|(t, _)| t)
+        .collect();
+    assert!(topics.iter().all(|t| t == &format!("hazgate/{SITE}/stats")));
+    let reader = hazgate::store::Reader::open(&path).unwrap();
+    wait_until(
+        Duration::from_secs(30),
+        "statistics cursor committed",
+        || reader.stats_cursor("uplink").unwrap() == reader.last_stats_seq().unwrap(),
+    )
+    .await;
+
+    // The gateway is killed; a window closes; after the restart only it goes up.
+    task.abort();
+    let _ = task.await;
+    drop(sink);
+    expected.extend(add_window(&mut store, window(12), 4));
+    let (sink, task) = UplinkSink::spawn(o).unwrap();
+    wait_until(Duration::from_secs(30), "window 12", || {
+        dedup(&stat_ids(&payloads(&sub))) == expected
+    })
+    .await;
+    assert_eq!(stat_ids(&payloads(&sub)), expected, "nothing re-sent");
     sink.shutdown().await;
     task.await.unwrap().unwrap();
 }

@@ -260,6 +260,7 @@ impl Config {
         o.realtime = c.send_realtime;
         o.realtime_interval_ms = c.realtime_interval_ms;
         o.realtime_batch_max = c.realtime_batch_max as usize;
+        o.statistics = c.send_statistics;
         o.heartbeat_interval_ms = c.heartbeat_interval_ms;
         o.retry_max_ms = c.retry_max_ms;
         // `hazgate run` wakes the uplink after every alarm commit, so its own look at

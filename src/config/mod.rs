@@ -790,6 +790,10 @@ pub struct UplinkConfig {
     /// Most readings in one real-time message (> 0). Default: 1000.
     #[serde(default = "default_realtime_batch_max")]
     pub realtime_batch_max: u32,
+    /// Send the 5-minute statistics (min, max, average, count per point and window),
+    /// each window once it is over. Default: true.
+    #[serde(default = "default_true_uplink")]
+    pub send_statistics: bool,
     /// Heartbeat interval (ms); 0 sends none. Default: 60000.
     #[serde(default = "default_uplink_heartbeat_ms")]
     pub heartbeat_interval_ms: u64,
@@ -801,7 +805,8 @@ pub struct UplinkConfig {
     /// Default: 480 (Beijing time).
     #[serde(default = "default_utc_offset_min")]
     pub utc_offset_min: i32,
-    /// MQTT: topics are `<topic_prefix>/<site_code>/<alarm|realtime|heartbeat|status>`;
+    /// MQTT: topics are
+    /// `<topic_prefix>/<site_code>/<alarm|realtime|stats|heartbeat|status>`;
     /// no `+` or `#`. Default: `hazgate`.
     #[serde(default = "default_topic_prefix")]
     pub topic_prefix: String,

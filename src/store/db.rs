@@ -53,6 +53,11 @@ pub struct Store {
     audit_head: Hash,
     sync_full: Option<bool>,
     degraded: bool,
+    /// The last `stats_5min.seq` given out. Every merge into a statistics row gives the
+    /// row the next number, so sinks read rows in the order they were (last) written.
+    /// Persisted as `meta.stats_seq_high` in the same transaction, so numbers never
+    /// come back even when retention deletes the rows that carried the highest.
+    stats_seq: i64,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -78,6 +83,12 @@ impl Store {
         let reader = Reader { conn };
         let alarm_head = Self::chain_head(&reader, ChainName::AlarmEvents)?;
         let audit_head = Self::chain_head(&reader, ChainName::Audit)?;
+        let stats_seq: i64 = reader.conn.query_row(
+            "SELECT max(coalesce((SELECT max(seq) FROM stats_5min), 0), \
+                        coalesce((SELECT value FROM meta WHERE key = 'stats_seq_high'), 0))",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(Store {
             reader,
             opts: opts.clone(),
@@ -91,6 +102,7 @@ impl Store {
             audit_head,
             sync_full: None,
             degraded: false,
+            stats_seq,
         })
     }
 
@@ -284,9 +296,13 @@ impl Store {
                     out.stored += 1;
                 }
                 if let Some(b) = step.emit {
-                    exec_stat(&mut stat, *pid, &b)?;
+                    self.stats_seq += 1;
+                    exec_stat(&mut stat, *pid, &b, self.stats_seq)?;
                     out.buckets += 1;
                 }
+            }
+            if out.buckets > 0 {
+                save_stats_seq(&tx, self.stats_seq)?;
             }
         }
         tx.commit()?;
@@ -330,8 +346,10 @@ impl Store {
             {
                 let mut st = tx.prepare_cached(STATS_UPSERT)?;
                 for (pid, b) in &closed {
-                    exec_stat(&mut st, *pid, b)?;
+                    self.stats_seq += 1;
+                    exec_stat(&mut st, *pid, b, self.stats_seq)?;
                 }
+                save_stats_seq(&tx, self.stats_seq)?;
             }
             tx.commit()?;
             Ok(closed.len())
@@ -620,16 +638,19 @@ impl Store {
     }
 }
 
-const STATS_UPSERT: &str = "INSERT INTO stats_5min(pid, bucket, min, max, sum, count, max_ts) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(pid, bucket) DO UPDATE SET \
+const STATS_UPSERT: &str =
+    "INSERT INTO stats_5min(pid, bucket, min, max, sum, count, max_ts, seq) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(pid, bucket) DO UPDATE SET \
      min = min(min, excluded.min), \
      max_ts = CASE WHEN excluded.max > max THEN excluded.max_ts ELSE max_ts END, \
-     max = max(max, excluded.max), sum = sum + excluded.sum, count = count + excluded.count";
+     max = max(max, excluded.max), sum = sum + excluded.sum, count = count + excluded.count, \
+     seq = excluded.seq";
 
 fn exec_stat(
     st: &mut rusqlite::CachedStatement<'_>,
     pid: i64,
     b: &Bucket,
+    seq: i64,
 ) -> Result<(), StoreError> {
     st.execute(params![
         pid,
@@ -638,8 +659,19 @@ fn exec_stat(
         b.max,
         b.sum,
         i64::try_from(b.count).unwrap_or(i64::MAX),
-        b.max_ts
+        b.max_ts,
+        seq
     ])?;
+    Ok(())
+}
+
+/// Persist the highest statistics `seq` given out (inside the writing transaction).
+fn save_stats_seq(tx: &rusqlite::Connection, seq: i64) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO meta(key, value) VALUES ('stats_seq_high', ?1) \
+         ON CONFLICT(key) DO UPDATE SET value = max(value, excluded.value)",
+    )?
+    .execute([seq])?;
     Ok(())
 }
 

@@ -39,12 +39,13 @@
 //! readings      seq INTEGER PK (rowid), pid, ts (ms), value REAL (NULL = NaN),
 //!               quality INTEGER (code below)      index (ts / 10000, pid, ts)
 //! stats_5min    (pid, bucket) PK, bucket = start ms (multiple of 300 000), min, max,
-//!               sum, count, max_ts (time of max). Good, finite values only.
+//!               sum, count, max_ts (time of max), seq (write order, index). Good,
+//!               finite values only.
 //! alarm_events  seq PK AUTOINCREMENT, alarm_id, pid, kind, transition, grade, ts,
 //!               alarm_json (the full `Alarm` after the transition), prev_hash, hash
 //! audit         seq PK AUTOINCREMENT, ts, who, action, target, detail, prev_hash, hash
 //! chain_anchor  chain ('alarm_events' | 'audit') PK, seq, hash — the last pruned row
-//! sink_cursors  sink PK, readings_seq, events_seq, updated_ms
+//! sink_cursors  sink PK, readings_seq, events_seq, updated_ms, stats_seq
 //! quarantine    id PK, sink, reading_seq, line, error, ts — lines a sink's server
 //!               refused (HTTP 400), kept for an operator, never retried automatically
 //! storage_loss  id PK, ts, what, rows, reason — every loss forced by the disk limit
@@ -56,7 +57,8 @@
 //! build does not know is a [`StoreError::BadRow`], never a guessed quality.
 //!
 //! `PRAGMA application_id` is [`APPLICATION_ID`] and `user_version` is
-//! [`SCHEMA_VERSION`]; a store of another version is refused
+//! [`SCHEMA_VERSION`]; a version-2 store is upgraded in place (two added columns and
+//! an index, one transaction); a store of any other version is refused
 //! ([`StoreError::OldSchema`], [`StoreError::NewerSchema`]) and left as it is.
 //!
 //! # Readings: what is stored
@@ -74,6 +76,11 @@
 //! later bucket arrives, when [`Store::close_buckets`] finds it over, and on
 //! [`Store::flush`]. A late reading for an older bucket is merged straight away. After
 //! a `kill -9` the pre-crash part of the buckets open at that moment is missing.
+//!
+//! Every merge gives the row the next statistics sequence number (`stats_5min.seq`,
+//! high-water mark in `meta.stats_seq_high`), so a sink reads statistics after its own
+//! cursor (`sink_cursors.stats_seq`, [`Reader::read_stats_after`]) like readings: a
+//! row merged again after it was shipped comes back with its new figures.
 //!
 //! # Hash chain
 //!
@@ -105,7 +112,9 @@ pub mod writer;
 pub use chain::{ChainBreak, ChainName};
 pub use db::{PruneReport, ReadingsWritten, Store};
 pub use filter::BUCKET_MS;
-pub use query::{PointRow, Reader, SinkCursor, Stat5Min, StoredAlarmEvent, StoredReading};
+pub use query::{
+    PointRow, Reader, SinkCursor, Stat5Min, StoredAlarmEvent, StoredReading, StoredStat,
+};
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 pub use writer::{StoreStatus, StoreWriter};
 

@@ -32,6 +32,17 @@ pub struct Stat5Min {
     pub max_ts: Timestamp,
 }
 
+/// One 5-minute statistics row as a sink sees it: [`Reader::read_stats_after`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StoredStat {
+    /// When the row was last written (`stats_5min.seq`): a row merged again later
+    /// (a late reading, the rest of a window after a restart) comes back with a
+    /// higher `seq` and a higher `count`.
+    pub seq: i64,
+    pub pid: i64,
+    pub stat: Stat5Min,
+}
+
 /// One stored alarm transition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredAlarmEvent {
@@ -163,6 +174,78 @@ impl Reader {
         )?;
         let rows = st.query_map(params![after, limit as i64], event_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Up to `limit` statistics rows written after `after` (`stats_5min.seq`), in
+    /// the order they were last written. Rows of schema-2 stores (`seq` 0) are never
+    /// returned.
+    pub fn read_stats_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredStat>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT seq, pid, bucket, min, max, sum, count, max_ts FROM stats_5min \
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = st.query_map(params![after.max(0), limit as i64], |r| {
+            let sum: f64 = r.get(5)?;
+            let count: i64 = r.get(6)?;
+            Ok(StoredStat {
+                seq: r.get(0)?,
+                pid: r.get(1)?,
+                stat: Stat5Min {
+                    bucket_start: Timestamp(r.get(2)?),
+                    min: r.get(3)?,
+                    max: r.get(4)?,
+                    avg: sum / count.max(1) as f64,
+                    count: count.max(0) as u64,
+                    max_ts: Timestamp(r.get(7)?),
+                },
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The highest `stats_5min.seq` present (0 when none).
+    pub fn last_stats_seq(&self) -> Result<i64, StoreError> {
+        let seq: i64 = self
+            .conn
+            .prepare_cached("SELECT coalesce(max(seq), 0) FROM stats_5min")?
+            .query_row([], |r| r.get(0))?;
+        Ok(seq)
+    }
+
+    /// The statistics cursor of `sink`: every statistics row with `seq` ≤ it has been
+    /// accepted (0 when it never shipped any).
+    pub fn stats_cursor(&self, sink: &str) -> Result<i64, StoreError> {
+        let c = self
+            .conn
+            .query_row(
+                "SELECT stats_seq FROM sink_cursors WHERE sink = ?1",
+                [sink],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(c.unwrap_or(0))
+    }
+
+    /// Persist `sink`'s statistics cursor (after the server accepted the rows).
+    pub fn commit_stats_cursor(
+        &self,
+        sink: &str,
+        seq: i64,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO sink_cursors(sink, readings_seq, events_seq, updated_ms, stats_seq) \
+                 VALUES (?1, 0, 0, ?2, ?3) \
+                 ON CONFLICT(sink) DO UPDATE SET stats_seq = excluded.stats_seq, \
+                 updated_ms = excluded.updated_ms",
+            )?
+            .execute(params![sink, now.0, seq])?;
+        Ok(())
     }
 
     /// The highest `seq` ever given to a committed reading (0 when none). The newest
@@ -406,5 +489,142 @@ impl Reader {
             |r| r.get(0),
         )?;
         Ok(n.max(0) as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::{PointId, Reading};
+    use crate::store::{PointMeta, Store, BUCKET_MS};
+
+    fn store(path: &Path) -> Store {
+        let mut s = Store::open(&StoreOptions {
+            path: path.to_owned(),
+            ..StoreOptions::default()
+        })
+        .unwrap();
+        let points: Vec<PointMeta> = (0..2)
+            .map(|i| PointMeta {
+                id: format!("P{i}"),
+                kind: "ch4".into(),
+                unit: None,
+                site: None,
+                hazard_source: None,
+                deadband: None,
+            })
+            .collect();
+        s.register_points(&points).unwrap();
+        s
+    }
+
+    fn r(point: u32, ts: i64, value: f64) -> Reading {
+        Reading {
+            point: PointId(point),
+            ts: Timestamp(ts),
+            value,
+            quality: Quality::Good,
+        }
+    }
+
+    #[test]
+    fn statistics_come_back_in_write_order_and_again_when_revised() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut s = store(&path);
+        s.write_readings(&[r(0, 1_000, 1.0), r(1, 2_000, 2.0), r(0, 3_000, 3.0)])
+            .unwrap();
+        assert!(s.reader().read_stats_after(0, 10).unwrap().is_empty());
+        // Window 0 closes for both points.
+        assert_eq!(s.close_buckets(Timestamp(BUCKET_MS)).unwrap(), 2);
+        let rows = s.reader().read_stats_after(0, 10).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].seq < rows[1].seq);
+        let p0 = rows.iter().find(|x| x.pid == 1).unwrap();
+        assert_eq!((p0.stat.count, p0.stat.min, p0.stat.max), (2, 1.0, 3.0));
+        let cursor = rows[1].seq;
+        assert!(s.reader().read_stats_after(cursor, 10).unwrap().is_empty());
+        assert_eq!(s.reader().last_stats_seq().unwrap(), cursor);
+
+        // A late reading revises window 0 of point 1: the row comes back after the
+        // cursor with its merged figures.
+        s.write_readings(&[r(1, BUCKET_MS + 5, 7.0), r(1, 4_000, 9.0)])
+            .unwrap();
+        let again = s.reader().read_stats_after(cursor, 10).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].pid, again[0].stat.count), (2, 2));
+        assert_eq!(again[0].stat.max, 9.0);
+
+        // Cursors are durable and separate per sink.
+        s.reader()
+            .commit_stats_cursor("up", cursor, Timestamp(1))
+            .unwrap();
+        assert_eq!(s.reader().stats_cursor("up").unwrap(), cursor);
+        assert_eq!(s.reader().stats_cursor("other").unwrap(), 0);
+        s.reader()
+            .commit_cursor(
+                "up",
+                SinkCursor {
+                    readings_seq: 3,
+                    events_seq: 0,
+                },
+                Timestamp(2),
+            )
+            .unwrap();
+        assert_eq!(s.reader().stats_cursor("up").unwrap(), cursor);
+        let high = again[0].seq;
+        drop(s);
+        // Numbers keep rising across a reopen, even when the newest rows are gone.
+        let s = store(&path);
+        s.reader()
+            .conn
+            .execute("DELETE FROM stats_5min WHERE seq = ?1", [high])
+            .unwrap();
+        drop(s);
+        let mut s = store(&path);
+        s.write_readings(&[r(0, 3 * BUCKET_MS, 1.0)]).unwrap();
+        s.close_buckets(Timestamp(4 * BUCKET_MS)).unwrap();
+        let rows = s.reader().read_stats_after(0, 10).unwrap();
+        assert!(rows.last().unwrap().seq > high);
+    }
+
+    #[test]
+    fn a_schema_2_store_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let mut s = store(&path);
+        s.write_readings(&[r(0, 1_000, 1.0)]).unwrap();
+        s.close_buckets(Timestamp(BUCKET_MS)).unwrap();
+        // Make it what a schema-2 build wrote.
+        s.reader()
+            .conn
+            .execute_batch(
+                "DROP INDEX stats_5min_seq; ALTER TABLE stats_5min DROP COLUMN seq; \
+                 ALTER TABLE sink_cursors DROP COLUMN stats_seq; \
+                 DELETE FROM meta WHERE key = 'stats_seq_high'; PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        drop(s);
+        let mut s = store(&path);
+        let v: i64 = s
+            .reader()
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, crate::store::SCHEMA_VERSION);
+        // The old row is kept but not shipped; new windows are.
+        assert_eq!(
+            s.reader()
+                .history_stats("P0", Timestamp(0), Timestamp(BUCKET_MS))
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(s.reader().read_stats_after(0, 10).unwrap().is_empty());
+        s.write_readings(&[r(0, BUCKET_MS + 1, 1.0)]).unwrap();
+        s.close_buckets(Timestamp(2 * BUCKET_MS)).unwrap();
+        assert_eq!(s.reader().read_stats_after(0, 10).unwrap().len(), 1);
+        assert_eq!(s.reader().stats_cursor("x").unwrap(), 0);
     }
 }

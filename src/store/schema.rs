@@ -23,7 +23,14 @@ pub(super) const SLICE_MS: i64 = 10_000;
 ///   refused with [`StoreError::OldSchema`].
 /// - 2: `readings.seq` a plain rowid, `readings.quality` an integer code
 ///   ([`quality_code`]), history index `(ts / 10000, pid, ts)` instead of `(pid, ts)`.
-pub const SCHEMA_VERSION: i64 = 2;
+/// - 3: `stats_5min.seq` (the order statistics rows were last written in, for sinks
+///   that ship them) with its index, `sink_cursors.stats_seq`. A version-2 file is
+///   upgraded in place on open ([`UPGRADABLE_FROM`]); its existing statistics rows
+///   get `seq` 0, so no sink ships them.
+pub const SCHEMA_VERSION: i64 = 3;
+
+/// The oldest `user_version` [`open`] upgrades (additively, in one transaction).
+pub const UPGRADABLE_FROM: i64 = 2;
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
@@ -52,8 +59,10 @@ CREATE TABLE IF NOT EXISTS stats_5min (
     sum REAL NOT NULL,
     count INTEGER NOT NULL,
     max_ts INTEGER NOT NULL,
+    seq INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (pid, bucket)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS stats_5min_seq ON stats_5min(seq);
 CREATE TABLE IF NOT EXISTS alarm_events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     alarm_id INTEGER NOT NULL,
@@ -87,7 +96,8 @@ CREATE TABLE IF NOT EXISTS sink_cursors (
     sink TEXT PRIMARY KEY,
     readings_seq INTEGER NOT NULL,
     events_seq INTEGER NOT NULL,
-    updated_ms INTEGER NOT NULL
+    updated_ms INTEGER NOT NULL,
+    stats_seq INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS quarantine (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -159,7 +169,7 @@ fn check_header(path: &Path) -> Result<bool, StoreError> {
     if user_version < 1 {
         return Err(foreign(format!("user_version is {user_version}")));
     }
-    if user_version < SCHEMA_VERSION {
+    if user_version < UPGRADABLE_FROM {
         return Err(StoreError::OldSchema {
             path: path.to_owned(),
             found: user_version,
@@ -190,7 +200,7 @@ pub(super) fn open(opts: &StoreOptions) -> Result<Connection, StoreError> {
             reason: format!("application_id {app_id:#x}, user_version {version}"),
         });
     }
-    if existed && version != SCHEMA_VERSION {
+    if existed && !(UPGRADABLE_FROM..=SCHEMA_VERSION).contains(&version) {
         let (found, expected, path) = (version, SCHEMA_VERSION, path.to_owned());
         return Err(if version < SCHEMA_VERSION {
             StoreError::OldSchema {
@@ -225,9 +235,27 @@ pub(super) fn open(opts: &StoreOptions) -> Result<Connection, StoreError> {
     conn.execute_batch(
         "PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF; PRAGMA cache_size=-8000;",
     )?;
-    conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
-    ))?;
+    conn.execute_batch("BEGIN IMMEDIATE;")?;
+    let created = (|| {
+        // Re-read under the write lock: another connection may have upgraded the file
+        // since the check above.
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if existed && version == 2 {
+            // 2 → 3: additive. The new columns must exist before SCHEMA indexes them.
+            conn.execute_batch(
+                "ALTER TABLE stats_5min ADD COLUMN seq INTEGER NOT NULL DEFAULT 0; \
+                 ALTER TABLE sink_cursors ADD COLUMN stats_seq INTEGER NOT NULL DEFAULT 0;",
+            )?;
+            tracing::info!(path = %path.display(), "store upgraded from schema 2 to 3");
+        }
+        conn.execute_batch(&format!(
+            "{SCHEMA} PRAGMA application_id={APPLICATION_ID}; PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+        ))
+    })();
+    if let Err(e) = created {
+        let _ = conn.execute_batch("ROLLBACK;");
+        return Err(e.into());
+    }
     // Make the new file's identity durable at once.
     if !existed {
         conn.execute_batch("PRAGMA wal_checkpoint(FULL);")?;

@@ -11,15 +11,21 @@
 //! | --- | --- |
 //! | alarm transition | `<site>-a<alarm_events.seq>` |
 //! | real-time batch | `<site>-r<first readings.seq>-<last readings.seq>`; each reading inside has `<site>-r<seq>` |
+//! | statistics batch | `<site>-t<first stats seq>-<last stats seq>`; each window inside has `<site>-m<window start ms>-<point>-n<count>` |
 //! | heartbeat | `<site>-h<ts ms>` |
 //! | status | `<site>-s<ts ms>` |
 //!
 //! Batch boundaries may differ between two sends of the same readings (the batch is
 //! cut at what the store holds at that moment), so receivers deduplicate real-time
-//! data by the per-reading id.
+//! data and statistics by the per-record id.
+//!
+//! A statistics record's id is its point and window plus the number of readings in
+//! it: a re-send of the same figures has the same id, while a window revised by
+//! later readings (a late reading, the rest of a window after a restart) gets a new
+//! id with a larger count, which supersedes the earlier record.
 
 use crate::engine::Alarm;
-use crate::store::{PointRow, StoredAlarmEvent, StoredReading};
+use crate::store::{PointRow, StoredAlarmEvent, StoredReading, StoredStat, BUCKET_MS};
 use serde_json::{json, Map, Value};
 use std::fmt::Write;
 
@@ -31,6 +37,8 @@ pub const SCHEMA: &str = "hazgate.uplink/1";
 pub enum MessageKind {
     Alarm,
     Realtime,
+    /// 5-minute statistics.
+    Stats,
     Heartbeat,
     Status,
 }
@@ -40,6 +48,7 @@ impl MessageKind {
         match self {
             MessageKind::Alarm => "alarm",
             MessageKind::Realtime => "realtime",
+            MessageKind::Stats => "stats",
             MessageKind::Heartbeat => "heartbeat",
             MessageKind::Status => "status",
         }
@@ -314,6 +323,106 @@ pub fn realtime(
     Message {
         id,
         kind: MessageKind::Realtime,
+        payload,
+    }
+}
+
+/// Id of one statistics record: point, window and the number of readings in it.
+pub fn stat_id(site: &str, point: &str, window_start_ms: i64, count: u64) -> String {
+    format!("{site}-m{window_start_ms}-{point}-n{count}")
+}
+
+/// A batch of 5-minute statistics rows (non-empty, in stats `seq` order).
+pub fn stats(
+    format: Format,
+    site: &str,
+    utc_offset_min: i32,
+    rows: &[StoredStat],
+    points: &dyn Points,
+) -> Message {
+    let (first, last) = (
+        rows.first().map_or(0, |r| r.seq),
+        rows.last().map_or(0, |r| r.seq),
+    );
+    let id = format!("{site}-t{first}-{last}");
+    let name = |r: &StoredStat| -> String {
+        points
+            .point(r.pid)
+            .map_or_else(|| format!("pid:{}", r.pid), |p| p.id.clone())
+    };
+    let payload = match format {
+        Format::Json => {
+            let mut m = envelope(MessageKind::Stats, &id, site);
+            let data: Vec<Value> = rows
+                .iter()
+                .map(|r| {
+                    let p = points.point(r.pid);
+                    let s = &r.stat;
+                    let start = s.bucket_start.0;
+                    let point = name(r);
+                    let mut d = Map::new();
+                    d.insert("id".into(), stat_id(site, &point, start, s.count).into());
+                    d.insert("point".into(), point.into());
+                    d.insert(
+                        "kind".into(),
+                        p.map_or(Value::Null, |p| p.kind.as_str().into()),
+                    );
+                    d.insert(
+                        "unit".into(),
+                        p.and_then(|p| p.unit.as_deref())
+                            .map_or(Value::Null, Into::into),
+                    );
+                    d.insert(
+                        "hazard_source".into(),
+                        p.and_then(|p| p.hazard_source.as_deref())
+                            .map_or(Value::Null, Into::into),
+                    );
+                    d.insert("window_start".into(), start.into());
+                    d.insert("window_end".into(), (start + BUCKET_MS).into());
+                    d.insert("min".into(), num(s.min));
+                    d.insert("max".into(), num(s.max));
+                    d.insert("avg".into(), num(s.avg));
+                    d.insert("count".into(), s.count.into());
+                    d.insert("max_ts".into(), s.max_ts.0.into());
+                    Value::Object(d)
+                })
+                .collect();
+            m.insert("data".into(), Value::Array(data));
+            to_bytes(&m)
+        }
+        Format::KjText => {
+            let mut s = String::with_capacity(16 + rows.len() * 120);
+            s.push_str("KJ;AQMT|");
+            for r in rows {
+                let p = points.point(r.pid);
+                let st = &r.stat;
+                let start = st.bucket_start.0;
+                let point = name(r);
+                kj_record(
+                    &mut s,
+                    &[
+                        &stat_id(site, &point, start, st.count),
+                        site,
+                        &point,
+                        p.map_or("", |p| p.kind.as_str()),
+                        p.and_then(|p| p.unit.as_deref()).unwrap_or(""),
+                        &kj_time(start, utc_offset_min),
+                        &kj_time(start + BUCKET_MS, utc_offset_min),
+                        &kj_num(st.min),
+                        &kj_num(st.max),
+                        &kj_num(st.avg),
+                        &st.count.to_string(),
+                        &kj_time(st.max_ts.0, utc_offset_min),
+                    ],
+                );
+            }
+            s.push('‖');
+            s.into_bytes()
+        }
+    };
+    Message {
+        id,
+        kind: MessageKind::Stats,
         payload,
     }
 }
@@ -648,6 +757,67 @@ mod tests {
         let (table, recs) = kj_parse(&text).unwrap();
         assert_eq!((table, recs.len()), ("AQSS", 2));
         assert!(recs.iter().all(|r| r.len() == 8));
+    }
+
+    #[test]
+    fn stats_batches_in_both_formats_with_point_window_count_ids() {
+        use crate::store::Stat5Min;
+        let rows = [
+            StoredStat {
+                seq: 5,
+                pid: 1,
+                stat: Stat5Min {
+                    bucket_start: Timestamp(300_000),
+                    min: 0.25,
+                    max: 0.75,
+                    avg: 0.5,
+                    count: 300,
+                    max_ts: Timestamp(301_000),
+                },
+            },
+            StoredStat {
+                seq: 7,
+                pid: 9,
+                stat: Stat5Min {
+                    bucket_start: Timestamp(0),
+                    min: 1.0,
+                    max: 1.0,
+                    avg: 1.0,
+                    count: 1,
+                    max_ts: Timestamp(0),
+                },
+            },
+        ];
+        let m = stats(Format::Json, "S", 0, &rows, &points());
+        assert_eq!((m.id.as_str(), m.kind), ("S-t5-7", MessageKind::Stats));
+        let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(v["type"], "stats");
+        let d = &v["data"][0];
+        assert_eq!(d["id"], "S-m300000-CH4-T1-n300");
+        assert_eq!(d["point"], "CH4-T1");
+        assert_eq!(d["unit"], "%CH4");
+        assert_eq!(
+            (d["window_start"].as_i64(), d["window_end"].as_i64()),
+            (Some(300_000), Some(600_000))
+        );
+        assert_eq!(
+            (d["min"].as_f64(), d["max"].as_f64()),
+            (Some(0.25), Some(0.75))
+        );
+        assert_eq!(
+            (d["avg"].as_f64(), d["count"].as_u64()),
+            (Some(0.5), Some(300))
+        );
+        assert_eq!(d["max_ts"], 301_000);
+        assert_eq!(v["data"][1]["id"], "S-m0-pid:9-n1");
+        assert_eq!(stats(Format::Json, "S", 0, &rows, &points()), m);
+
+        let k = stats(Format::KjText, "S", 480, &rows[..1], &points());
+        assert_eq!(
+            String::from_utf8(k.payload).unwrap(),
+            "KJ;AQMT|S-m300000-CH4-T1-n300;S;CH4-T1;ch4;%CH4;1970-01-01 08:05:00;\
+             1970-01-01 08:10:00;0.25;0.75;0.5;300;1970-01-01 08:05:01~‖"
+        );
     }
 
     #[test]

@@ -24,16 +24,19 @@ impl HttpLink {
     pub fn new(o: &HttpUplink, json: bool) -> Result<HttpLink, UplinkError> {
         let url =
             reqwest::Url::parse(&o.url).map_err(|e| UplinkError::Url(format!("{}: {e}", o.url)))?;
-        let b = reqwest::Client::builder()
+        let b = crate::tls::http_client_builder()
             .timeout(Duration::from_millis(o.request_timeout_ms.max(1)))
             .tcp_nodelay(true)
             .pool_idle_timeout(Duration::from_secs(60));
         let b = if url.scheme() == "https" {
-            https(b, o)?
+            // The shared rustls configuration: the configured CA file (else the
+            // system's roots) and the client certificate when one is configured.
+            let cfg = super::tls::client_config(&o.tls)?;
+            b.tls_backend_preconfigured((*cfg).clone())
         } else {
             b
         };
-        let http = b.build().map_err(|e| UplinkError::Link(e.to_string()))?;
+        let http = b.build().map_err(|e| UplinkError::Tls(error_chain(&e)))?;
         Ok(HttpLink {
             http,
             url,
@@ -87,25 +90,26 @@ impl HttpLink {
                     let text: String = text.chars().take(200).collect();
                     return Err((i, UplinkError::Refused(format!("{status}: {text}"))));
                 }
-                Err(e) => return Err((i, UplinkError::Link(e.to_string()))),
+                // The whole chain: "error sending request" alone hides a refused
+                // certificate or a refused connection.
+                Err(e) => return Err((i, UplinkError::Link(error_chain(&e)))),
             }
         }
         Ok(())
     }
 }
 
-#[cfg(feature = "uplink-https")]
-fn https(b: reqwest::ClientBuilder, o: &HttpUplink) -> Result<reqwest::ClientBuilder, UplinkError> {
-    // reqwest checks for a process-wide provider even with a preconfigured backend.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let cfg = super::tls::client_config(&o.tls)?;
-    Ok(b.tls_backend_preconfigured((*cfg).clone()))
-}
-
-#[cfg(not(feature = "uplink-https"))]
-fn https(_: reqwest::ClientBuilder, o: &HttpUplink) -> Result<reqwest::ClientBuilder, UplinkError> {
-    Err(UplinkError::Url(format!(
-        "{}: this build has no HTTPS for the uplink (build with `--features uplink-https`)",
-        o.url
-    )))
+/// `e` and its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        src = c.source();
+    }
+    s
 }

@@ -1,6 +1,6 @@
 //! The uplink to the provincial safety-supervision / emergency command platform:
-//! alarm transitions, real-time values and a heartbeat, read from the durable log by
-//! the uplink's own cursor and sent over MQTT or HTTP(S), as JSON or as the legacy
+//! alarm transitions, real-time values, 5-minute statistics and a heartbeat, read
+//! from the durable log by the uplink's own cursors and sent over MQTT or HTTP(S), as JSON or as the legacy
 //! KJ text records. The message formats are in [`encode`] and `docs/uplink.md`.
 //!
 //! # Invariants
@@ -12,9 +12,16 @@
 //!   stay in the store and are sent again, in the same order, after a backoff.
 //!   Delivery is at-least-once, in store order (so in order per hazard source), with
 //!   stable message ids ([`encode`]) the receiver uses to drop duplicates.
+//! - **5-minute statistics** (`stats_5min`) are read after their own cursor
+//!   (`sink_cursors.stats_seq`, in the order the rows were last written), so a window
+//!   goes up once it is over and again, with a new id, only if later readings revise
+//!   it. Same at-least-once rule: the cursor moves past acknowledged rows only.
 //! - **Alarms go first.** Each round sends every pending alarm event before one
-//!   batch of at most [`UplinkOptions::realtime_batch_max`] readings, so a new alarm
-//!   waits at most one real-time message even while hours of backlog drain.
+//!   bulk batch (at most [`UplinkOptions::realtime_batch_max`] readings or
+//!   [`UplinkOptions::stats_batch_max`] statistics rows; the two take turns while
+//!   both have a backlog), so a new alarm waits at most one bulk message even while
+//!   hours of backlog drain. A wake that arrives while a bulk batch is being read and
+//!   encoded makes the driver set that batch aside and send the alarms first.
 //! - **Real-time values** are sent every [`UplinkOptions::realtime_interval_ms`] when
 //!   caught up, and back to back while there is a backlog.
 //! - **Heartbeats** are not stored: one that cannot be sent is counted
@@ -93,6 +100,10 @@ pub struct UplinkStatus {
     pub reading_cursor: AtomicU64,
     /// Readings in the store after the cursor (gauge).
     pub backlog_readings: AtomicU64,
+    /// Statistics records (point × 5-minute window) the platform acknowledged.
+    pub stats_sent: AtomicU64,
+    /// Committed cursor: last acknowledged `stats_5min.seq`.
+    pub stats_cursor: AtomicU64,
     /// The link is up (MQTT connected; HTTP: the last request succeeded).
     pub connected: AtomicBool,
 }
@@ -154,6 +165,7 @@ impl UplinkSink {
     ) -> Result<(UplinkSink, tokio::task::JoinHandle<Result<(), UplinkError>>), UplinkError> {
         let reader = Reader::open(&opts.store_path)?;
         let cursor = reader.register_sink(&opts.name)?;
+        let stats_cursor = reader.stats_cursor(&opts.name)?;
         let link = match &opts.transport {
             UplinkTransport::Mqtt(m) => Link::Mqtt(mqtt::MqttLink::start(
                 m,
@@ -172,6 +184,9 @@ impl UplinkSink {
         status
             .reading_cursor
             .store(cursor.readings_seq.max(0) as u64, Ordering::Relaxed);
+        status
+            .stats_cursor
+            .store(stats_cursor.max(0) as u64, Ordering::Relaxed);
         let driver = Driver {
             known: Known {
                 points: HashMap::new(),
@@ -181,6 +196,8 @@ impl UplinkSink {
             link,
             reader: Some(reader),
             cursor,
+            stats_cursor,
+            stats_turn: true,
             status: status.clone(),
             cmd: cmd_rx,
             stop: false,
@@ -226,6 +243,10 @@ struct Driver {
     link: Link,
     reader: Option<Reader>,
     cursor: SinkCursor,
+    /// Last acknowledged `stats_5min.seq`.
+    stats_cursor: i64,
+    /// While both statistics and readings wait, they take turns; true: statistics next.
+    stats_turn: bool,
     known: Known,
     status: Arc<UplinkStatus>,
     cmd: mpsc::Receiver<Command>,
@@ -246,6 +267,7 @@ fn wall_clock() -> Timestamp {
 enum Sent {
     Alarms(Vec<i64>),
     Readings(i64, u64),
+    Stats(i64, u64),
     Heartbeat,
 }
 
@@ -320,6 +342,32 @@ impl Driver {
             .store(self.cursor.readings_seq.max(0) as u64, Ordering::Relaxed);
     }
 
+    /// Whether a wake (new alarm events) is waiting; takes it. A shutdown found on
+    /// the way is remembered.
+    fn woken(&mut self) -> bool {
+        let mut woken = false;
+        while let Ok(c) = self.cmd.try_recv() {
+            match c {
+                Command::Wake => woken = true,
+                Command::Shutdown => self.stop = true,
+            }
+        }
+        woken
+    }
+
+    async fn commit_stats(&mut self) {
+        let (name, seq) = (self.opts.name.clone(), self.stats_cursor);
+        if let Err(e) = self
+            .db(move |r| r.commit_stats_cursor(&name, seq, wall_clock()))
+            .await
+        {
+            tracing::warn!(error = %e, "committing the uplink statistics cursor failed");
+        }
+        self.status
+            .stats_cursor
+            .store(self.stats_cursor.max(0) as u64, Ordering::Relaxed);
+    }
+
     async fn refresh_points(&mut self, pids: impl Iterator<Item = i64>) -> Result<(), UplinkError> {
         let mut missing = false;
         for p in pids {
@@ -336,6 +384,8 @@ impl Driver {
         let alarm_poll = Duration::from_millis(self.opts.alarm_poll_interval_ms.max(1));
         let rt_every = Duration::from_millis(self.opts.realtime_interval_ms.max(1));
         let hb_every = Duration::from_millis(self.opts.heartbeat_interval_ms);
+        let stats_every = Duration::from_millis(self.opts.stats_poll_interval_ms.max(1));
+        let mut next_stats = Instant::now();
         let mut next_rt = Instant::now();
         let mut next_hb = Instant::now();
         let mut next_try = Instant::now();
@@ -399,8 +449,36 @@ impl Driver {
                     vec![encode::heartbeat(format, &site, offset, hb)],
                     Sent::Heartbeat,
                 )
+            } else if self.opts.statistics
+                && now >= next_stats
+                && (self.stats_turn || !(self.opts.realtime && now >= next_rt))
+            {
+                // 3. One batch of statistics (taking turns with readings).
+                self.stats_turn = false;
+                let after = self.stats_cursor;
+                let limit = self.opts.stats_batch_max.max(1);
+                let rows = match self.db(move |r| r.read_stats_after(after, limit)).await {
+                    Ok(v) => v,
+                    Err(UplinkError::Stopped) => return Err(UplinkError::Stopped),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading statistics failed; retrying");
+                        next_try = Instant::now() + alarm_poll;
+                        continue;
+                    }
+                };
+                if rows.len() < limit {
+                    next_stats = now + stats_every;
+                }
+                let Some(last_row) = rows.last() else {
+                    continue;
+                };
+                let last_seq = last_row.seq;
+                self.refresh_points(rows.iter().map(|r| r.pid)).await?;
+                let m = encode::stats(format, &site, offset, &rows, &self.known);
+                (vec![m], Sent::Stats(last_seq, rows.len() as u64))
             } else if self.opts.realtime && now >= next_rt {
-                // 3. One batch of readings.
+                // 4. One batch of readings.
+                self.stats_turn = true;
                 let after = self.cursor.readings_seq;
                 let limit = self.opts.realtime_batch_max.max(1);
                 let read = self
@@ -430,10 +508,13 @@ impl Driver {
                 let m = encode::realtime(format, &site, offset, &rows, &self.known);
                 (vec![m], Sent::Readings(last_seq, rows.len() as u64))
             } else {
-                // 4. Nothing due: wait for a wake, the next poll or the next deadline.
+                // 5. Nothing due: wait for a wake, the next poll or the next deadline.
                 let mut deadline = now + alarm_poll;
                 if self.opts.realtime {
                     deadline = deadline.min(next_rt);
+                }
+                if self.opts.statistics {
+                    deadline = deadline.min(next_stats);
                 }
                 if !hb_every.is_zero() {
                     deadline = deadline.min(next_hb);
@@ -441,6 +522,15 @@ impl Driver {
                 self.wait_until(deadline, true).await;
                 continue;
             };
+            if matches!(sent, Sent::Readings(..) | Sent::Stats(..)) && self.woken() {
+                // An alarm was committed while this bulk batch was read and encoded:
+                // it goes first; the batch is read again next round.
+                match sent {
+                    Sent::Readings(..) => next_rt = now,
+                    _ => next_stats = now,
+                }
+                continue;
+            }
             let result = self.link.send(&msgs).await;
             let (ok, err) = match result {
                 Ok(()) => (msgs.len(), None),
@@ -461,6 +551,13 @@ impl Driver {
                         self.cursor.readings_seq = last;
                         self.status.readings_sent.fetch_add(n, Ordering::Relaxed);
                         self.commit().await;
+                    }
+                }
+                Sent::Stats(last, n) => {
+                    if err.is_none() {
+                        self.stats_cursor = last;
+                        self.status.stats_sent.fetch_add(n, Ordering::Relaxed);
+                        self.commit_stats().await;
                     }
                 }
                 Sent::Heartbeat => {
@@ -503,6 +600,7 @@ impl Driver {
         tracing::info!(
             alarm_cursor = self.cursor.events_seq,
             reading_cursor = self.cursor.readings_seq,
+            stats_cursor = self.stats_cursor,
             "uplink stopped"
         );
         Ok(())

@@ -20,7 +20,7 @@ pub struct MqttUplink {
     pub client_id: String,
     pub username: Option<String>,
     pub password: Option<String>,
-    /// Messages go to `<topic_prefix>/<site>/<alarm|realtime|heartbeat|status>`.
+    /// Messages go to `<topic_prefix>/<site>/<alarm|realtime|stats|heartbeat|status>`.
     pub topic_prefix: String,
     /// Keep-alive (s).
     pub keep_alive_s: u64,
@@ -74,6 +74,13 @@ pub struct UplinkOptions {
     pub realtime: bool,
     /// Most readings per real-time message.
     pub realtime_batch_max: usize,
+    /// Send the 5-minute statistics (read after their own cursor, behind alarms).
+    pub statistics: bool,
+    /// Most statistics rows per statistics message.
+    pub stats_batch_max: usize,
+    /// How often the store is checked for new statistics when caught up (ms). They
+    /// appear once a window is over (the store closes windows about once a second).
+    pub stats_poll_interval_ms: u64,
     /// Most alarm events read per round.
     pub alarm_batch_max: usize,
     /// Heartbeat interval (ms); 0 = none.
@@ -99,6 +106,9 @@ impl UplinkOptions {
             realtime_interval_ms: 30_000,
             realtime: true,
             realtime_batch_max: 1_000,
+            statistics: true,
+            stats_batch_max: 1_000,
+            stats_poll_interval_ms: 1_000,
             alarm_batch_max: 256,
             heartbeat_interval_ms: 60_000,
             retry_initial_ms: 100,

@@ -128,7 +128,13 @@ fn binary(name: &str, package: &str) -> PathBuf {
 }
 
 async fn http_ok(url: &str) -> bool {
-    match reqwest::get(url).await {
+    match hazgate::tls::http_client_builder()
+        .build()
+        .unwrap()
+        .get(url)
+        .send()
+        .await
+    {
         Ok(r) => r.status().is_success(),
         Err(_) => false,
     }
@@ -189,7 +195,9 @@ impl VictoriaMetrics {
     /// Every sample of metrics matching `selector`: (labels, timestamps, values).
     pub async fn export(&self, selector: &str) -> Vec<(serde_json::Value, Vec<i64>, Vec<f64>)> {
         let url = format!("{}/api/v1/export", self.url());
-        let body = reqwest::Client::new()
+        let body = hazgate::tls::http_client_builder()
+            .build()
+            .unwrap()
             .post(url)
             .header("Content-Type", "application/x-www-form-urlencoded")
             .body(format!("match[]={}", urlencode(selector)))
@@ -320,7 +328,13 @@ bind-address = "127.0.0.1:{rpc}"
             urlencode(db),
             urlencode(q)
         );
-        let r = reqwest::Client::new().post(url).send().await.unwrap();
+        let r = hazgate::tls::http_client_builder()
+            .build()
+            .unwrap()
+            .post(url)
+            .send()
+            .await
+            .unwrap();
         serde_json::from_str(&r.text().await.unwrap()).unwrap()
     }
 }

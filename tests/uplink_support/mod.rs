@@ -72,6 +72,42 @@ pub fn add_readings(s: &mut Store, start_ts: i64, n: usize) {
     }
 }
 
+/// Start of a 5-minute window (aligned), `k` windows after a fixed base.
+pub fn window(k: i64) -> i64 {
+    let b = hazgate::store::BUCKET_MS;
+    1_700_000_000_000 / b * b + k * b
+}
+
+/// Write `n` readings per point for points 0 and 1 inside window `start`, then close
+/// the window (as the store's writer does once it is over). Returns the ids the two
+/// statistics records must have.
+pub fn add_window(s: &mut Store, start: i64, n: usize) -> Vec<String> {
+    let rs: Vec<Reading> = (0..2 * n)
+        .map(|i| Reading {
+            point: PointId((i % 2) as u32),
+            ts: Timestamp(start + 1 + i as i64 * 10),
+            value: 0.2 + (i % 7) as f64 * 0.1,
+            quality: Quality::Good,
+        })
+        .collect();
+    s.write_readings(&rs).unwrap();
+    s.close_buckets(Timestamp(start + hazgate::store::BUCKET_MS))
+        .unwrap();
+    (0..2)
+        .map(|p| format!("{SITE}-m{start}-CH4-{p}-n{n}"))
+        .collect()
+}
+
+/// Record ids inside statistics messages (JSON), in arrival order.
+pub fn stat_ids(payloads: &[serde_json::Value]) -> Vec<String> {
+    payloads
+        .iter()
+        .filter(|v| v["type"] == "stats")
+        .flat_map(|v| v["data"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// `mosquitto_sub` on a persistent session (QoS 1), its lines collected.
 pub struct Sub {
     child: Child,
@@ -155,22 +191,69 @@ impl Received {
 
 /// A small HTTP/1.1 receiver on a loopback port: records every POST and answers 200,
 /// or 503 while `failing` is set. `stop` closes it (connection refused); `start_on`
-/// opens it again on the same port.
+/// opens it again on the same port. [`Receiver::start_tls`] serves HTTPS.
 pub struct Receiver {
     pub port: u16,
     pub got: Arc<Mutex<Vec<Received>>>,
     pub failing: Arc<std::sync::atomic::AtomicBool>,
+    /// TLS handshakes that failed (e.g. the client refused our certificate).
+    pub tls_failures: Arc<std::sync::atomic::AtomicU64>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Server TLS from `make_certs` files in `dir`: `server.crt`/`server.key`, and, when
+/// `client_ca` is set, a required client certificate signed by `dir/ca.crt`.
+pub fn server_tls(dir: &Path, client_ca: bool) -> tokio_rustls::TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let pem = std::fs::read(dir.join("server.crt")).unwrap();
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let pem = std::fs::read(dir.join("server.key")).unwrap();
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .unwrap()
+        .unwrap();
+    let b = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let b = if client_ca {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(dir.join("ca.crt")).unwrap();
+        for c in rustls_pemfile::certs(&mut pem.as_slice()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let v =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        b.with_client_cert_verifier(v)
+    } else {
+        b.with_no_client_auth()
+    };
+    let cfg = b.with_single_cert(certs, key).unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
 }
 
 impl Receiver {
     pub async fn start() -> Receiver {
+        Self::start_with(None).await
+    }
+
+    /// An HTTPS receiver (see [`server_tls`]).
+    pub async fn start_tls(tls: tokio_rustls::TlsAcceptor) -> Receiver {
+        Self::start_with(Some(tls)).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut r = Receiver {
             port,
             got: Arc::default(),
             failing: Arc::default(),
+            tls_failures: Arc::default(),
+            tls,
             task: None,
         };
         r.serve(listener);
@@ -179,6 +262,7 @@ impl Receiver {
 
     fn serve(&mut self, listener: tokio::net::TcpListener) {
         let (got, failing) = (self.got.clone(), self.failing.clone());
+        let (tls, tls_failures) = (self.tls.clone(), self.tls_failures.clone());
         self.task = Some(tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
@@ -186,7 +270,22 @@ impl Receiver {
                     return;
                 };
                 let (got, failing) = (got.clone(), failing.clone());
-                conns.spawn(connection(sock, got, failing));
+                match &tls {
+                    None => {
+                        conns.spawn(connection(sock, got, failing));
+                    }
+                    Some(acceptor) => {
+                        let (acceptor, fails) = (acceptor.clone(), tls_failures.clone());
+                        conns.spawn(async move {
+                            match acceptor.accept(sock).await {
+                                Ok(s) => connection(s, got, failing).await,
+                                Err(_) => {
+                                    fails.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                }
+                            }
+                        });
+                    }
+                }
             }
         }));
     }
@@ -206,7 +305,8 @@ impl Receiver {
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/upload", self.port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/upload", self.port)
     }
 
     pub fn accepted(&self) -> Vec<Received> {
@@ -226,8 +326,8 @@ impl Drop for Receiver {
     }
 }
 
-async fn connection(
-    mut sock: tokio::net::TcpStream,
+async fn connection<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    mut sock: S,
     got: Arc<Mutex<Vec<Received>>>,
     failing: Arc<std::sync::atomic::AtomicBool>,
 ) {

@@ -72,7 +72,7 @@ impl InfluxClient {
             }
             q.append_pair("precision", "ms");
         }
-        let http = reqwest::Client::builder()
+        let http = crate::tls::http_client_builder()
             .timeout(Duration::from_millis(opts.request_timeout_ms.max(1)))
             .build()
             .map_err(|e| SinkError::Http(e.to_string()))?;

@@ -39,7 +39,105 @@
 //! value NaN and the time of arrival — never a made-up value.
 
 use crate::model::{Quality, Timestamp};
-use serde_json::Value;
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::fmt;
+
+/// A parsed JSON payload, borrowing its keys and texts from the payload (a text is
+/// copied only when it has escapes). Objects keep their members in order in a `Vec`:
+/// payloads are small, so a linear search beats hashing, and parsing costs one
+/// allocation per object or array instead of a map with owned keys per message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    Number(f64),
+    String(Cow<'a, str>),
+    Array(Vec<Value<'a>>),
+    Object(Vec<(Cow<'a, str>, Value<'a>)>),
+}
+
+impl<'de> Deserialize<'de> for Value<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> Visitor<'de> for ValueVisitor {
+    type Value = Value<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_unit<E>(self) -> Result<Value<'de>, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value<'de>, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value<'de>, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value<'de>, E> {
+        Ok(Value::Number(v as f64))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value<'de>, E> {
+        Ok(Value::Number(v as f64))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value<'de>, E> {
+        Ok(Value::Number(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Value<'de>, E> {
+        Ok(Value::String(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value<'de>, E> {
+        Ok(Value::String(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value<'de>, E> {
+        Ok(Value::String(Cow::Owned(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value<'de>, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(v) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value<'de>, A::Error> {
+        let mut members = Vec::with_capacity(map.size_hint().unwrap_or(4).min(64));
+        while let Some(k) = map.next_key::<Key<'de>>()? {
+            members.push((k.0, map.next_value()?));
+        }
+        Ok(Value::Object(members))
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
 
 /// Why a payload (or one point's part of it) could not be used. Each kind is counted
 /// apart in [`MqttStats`](super::MqttStats).
@@ -89,10 +187,13 @@ impl FieldPath {
         FieldPath(dotted.split('.').map(str::to_owned).collect())
     }
 
-    fn lookup<'v>(&self, mut v: &'v Value) -> Option<&'v Value> {
+    fn lookup<'v, 'a>(&self, mut v: &'v Value<'a>) -> Option<&'v Value<'a>> {
         for level in &self.0 {
             v = match v {
-                Value::Object(map) => map.get(level)?,
+                // The last of duplicate keys wins, as with serde_json's maps.
+                Value::Object(members) => {
+                    &members.iter().rev().find(|(k, _)| k == level.as_str())?.1
+                }
                 Value::Array(items) => items.get(level.parse::<usize>().ok()?)?,
                 _ => return None,
             };
@@ -121,11 +222,11 @@ impl Default for Fields {
 
 /// A payload that passed the checks common to all its points.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Payload {
+pub enum Payload<'a> {
     /// A bare number (or `true`/`false`).
     Plain(f64),
     /// A JSON object or array.
-    Json(Value),
+    Json(Value<'a>),
 }
 
 /// What one point gets from a message.
@@ -137,7 +238,7 @@ pub struct Sample {
 }
 
 /// Check and parse a payload (see the module docs).
-pub fn parse(payload: &[u8], limits: Limits) -> Result<Payload, DecodeError> {
+pub fn parse(payload: &[u8], limits: Limits) -> Result<Payload<'_>, DecodeError> {
     if payload.len() > limits.max_payload_bytes {
         return Err(DecodeError::TooLarge(payload.len()));
     }
@@ -148,7 +249,7 @@ pub fn parse(payload: &[u8], limits: Limits) -> Result<Payload, DecodeError> {
             if json_depth_exceeds(text.as_bytes(), limits.max_json_depth) {
                 return Err(DecodeError::TooDeep);
             }
-            serde_json::from_str(text)
+            serde_json::from_str::<Value<'_>>(text)
                 .map(Payload::Json)
                 .map_err(|_| DecodeError::Malformed)
         }
@@ -161,7 +262,7 @@ pub fn parse(payload: &[u8], limits: Limits) -> Result<Payload, DecodeError> {
 /// Take one point's sample out of a parsed payload. `arrival` is the time the message
 /// was received.
 pub fn extract(
-    payload: &Payload,
+    payload: &Payload<'_>,
     fields: &Fields,
     arrival: Timestamp,
 ) -> Result<Sample, DecodeError> {
@@ -249,19 +350,19 @@ fn plain_number(text: &str) -> Option<f64> {
     text.parse::<f64>().ok().filter(|v| v.is_finite())
 }
 
-fn number(v: &Value) -> Option<f64> {
+fn number(v: &Value<'_>) -> Option<f64> {
     match v {
-        Value::Number(n) => n.as_f64().filter(|v| v.is_finite()),
+        Value::Number(n) => Some(*n).filter(|v| v.is_finite()),
         Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
         Value::String(s) => plain_number(s.trim()),
         _ => None,
     }
 }
 
-fn quality_good(v: &Value) -> bool {
+fn quality_good(v: &Value<'_>) -> bool {
     match v {
         Value::Bool(b) => *b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Number(n) => *n == 0.0,
         Value::String(s) => s.eq_ignore_ascii_case("good") || s.eq_ignore_ascii_case("ok"),
         Value::Null => true,
         _ => false,
@@ -272,9 +373,9 @@ fn quality_good(v: &Value) -> bool {
 /// 1973-03-03, 10^11 s is the year 5138).
 const MS_THRESHOLD: f64 = 1e11;
 
-fn timestamp(v: &Value) -> Option<Timestamp> {
+fn timestamp(v: &Value<'_>) -> Option<Timestamp> {
     let n = match v {
-        Value::Number(n) => n.as_f64()?,
+        Value::Number(n) => *n,
         Value::String(s) => {
             let s = s.trim();
             match plain_number(s) {
