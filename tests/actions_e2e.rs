@@ -212,7 +212,7 @@ impl Gateway {
         let gw = Gateway {
             child,
             base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::new(),
+            http: hazgate::tls::http_client_builder().build().unwrap(),
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
