@@ -189,6 +189,14 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
+        let mut linkage = Vec::new();
+        for opts in config.linkage_options(&plan.spec) {
+            let name = opts.name.clone();
+            linkage.push(
+                hazgate::uplink::UplinkSink::spawn(opts)
+                    .with_context(|| format!("starting {name}"))?,
+            );
+        }
         tracing::info!(
             site = %config.site.id,
             points = config.points.len(),
@@ -197,6 +205,8 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             store = %options.path.display(),
             influxdb = sink.is_some(),
             uplink = uplink.is_some(),
+            linkage = linkage.len(),
+            actions = plan.actions.len(),
             restored_alarms = plan.restore.len(),
             first_alarm_id,
             "hazgate starting"
@@ -208,7 +218,11 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         let storage_status = writer.status().clone();
         let outputs = hazgate::gateway::StoreOutputs {
             writer,
-            wake: uplink.iter().map(|(u, _)| u.clone()).collect(),
+            wake: uplink
+                .iter()
+                .chain(&linkage)
+                .map(|(u, _)| u.clone())
+                .collect(),
             lost: 0,
         };
         let running = hazgate::gateway::start(plan, outputs, shutdown.clone(), first_alarm_id);
@@ -253,8 +267,8 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             sink.shutdown().await;
             let _ = task.await;
         }
-        if let Some((uplink, task)) = uplink {
-            uplink.shutdown().await;
+        for (sink, task) in uplink.into_iter().chain(linkage) {
+            sink.shutdown().await;
             let _ = task.await;
         }
         tracing::info!("stopped");

@@ -5,8 +5,12 @@
 //! below the restore value; a faulty relay (feed never drops) raises 馈电异常; a trigger
 //! whose device goes offline cuts (故障闭锁); a manual cut and release through the API
 //! need the admin role and land in the audit log; a restart with a latched cut keeps
-//! the power cut.
+//! the power cut. Linkage: the cuts and the 馈电异常 reach a broadcast system over MQTT
+//! (a real Mosquitto, `mosquitto_sub` as the receiver), the face methane over-limits a
+//! personnel-location webhook over HTTP, each only what it asked for.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod uplink_support;
 
 use hazgate_sim::clock::Clock;
 use hazgate_sim::farm::{Farm, FarmHandle, FarmOptions};
@@ -104,6 +108,16 @@ modbus = {{ table = "{table}", address = {address}, data_type = "bool" }}
 }
 
 fn config(farm: &FarmHandle, db: &Path, api_port: u16, face_restore: &str) -> String {
+    config_with(farm, db, api_port, face_restore, "")
+}
+
+fn config_with(
+    farm: &FarmHandle,
+    db: &Path,
+    api_port: u16,
+    face_restore: &str,
+    extra: &str,
+) -> String {
     let port = |d: &str| farm.addr_of(d).unwrap().port();
     let mut c = format!(
         r#"
@@ -191,7 +205,7 @@ triggers = ["CH4-DISTRICT"]
   feedback_timeout_ms = 1500
 "#
     );
-    c
+    c + extra
 }
 
 struct Gateway {
@@ -358,12 +372,31 @@ async fn site() -> (FarmHandle, Clock) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gas_leak_cuts_checks_the_feed_restores_and_locks_out_on_offline() {
     let (farm, clock) = site().await;
+    let broker = uplink_support::mosquitto::Mosquitto::start().await;
+    let sub = uplink_support::Sub::start(broker.port, "broadcast-system", "linkage/#");
+    let webhook = uplink_support::Receiver::start().await;
+    let linkage = format!(
+        r#"
+[[linkage]]
+id = "broadcast"
+url = "mqtt://127.0.0.1:{mq}"
+on = ["cut", "feed_fault"]
+
+[[linkage]]
+id = "personnel"
+url = "http://127.0.0.1:{hook}/hook"
+on = ["over_limit"]
+points = ["CH4-FACE"]
+"#,
+        mq = broker.port,
+        hook = webhook.port,
+    );
     let dir = tempfile::tempdir().unwrap();
     let api_port = free_port();
     let cfg = dir.path().join("gw.toml");
     std::fs::write(
         &cfg,
-        config(&farm, &dir.path().join("gw.db"), api_port, "auto"),
+        config_with(&farm, &dir.path().join("gw.db"), api_port, "auto", &linkage),
     )
     .unwrap();
     let gw = Gateway::start(&cfg, api_port).await;
@@ -450,6 +483,68 @@ async fn gas_leak_cuts_checks_the_feed_restores_and_locks_out_on_offline() {
     })
     .await;
     wait_until("district coil ON", 10, || async { relay(&farm, 2).0 }).await;
+
+    // Linkage, over MQTT: the cuts and restores, and the 馈电异常, nothing else.
+    let transitions = |msgs: Vec<Value>| -> Vec<(String, String)> {
+        msgs.iter()
+            .map(|m| {
+                (
+                    m["data"]["point"].as_str().unwrap_or("?").to_owned(),
+                    m["data"]["transition"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let mqtt_msgs = || {
+        sub.messages()
+            .into_iter()
+            .filter(|(t, _)| t.ends_with("/alarm"))
+            .map(|(_, p)| serde_json::from_str::<Value>(&p).unwrap())
+            .collect::<Vec<_>>()
+    };
+    let pair = |p: &str, t: &str| (p.to_owned(), t.to_owned());
+    wait_until("broadcast system told of the lockout cut", 20, || async {
+        transitions(mqtt_msgs()).contains(&pair("cut:cut-district", "raised"))
+    })
+    .await;
+    let got = transitions(mqtt_msgs());
+    for want in [
+        pair("cut:cut-face", "raised"),
+        pair("cut:cut-heading", "raised"),
+        pair("action:cut-heading", "raised"),
+        pair("cut:cut-face", "returned_to_normal"),
+        pair("action:cut-heading", "returned_to_normal"),
+    ] {
+        assert!(got.contains(&want), "{want:?} missing from {got:?}");
+    }
+    assert!(
+        got.iter()
+            .all(|(p, _)| p.starts_with("cut:") || p.starts_with("action:")),
+        "only cuts and feedback faults: {got:?}"
+    );
+    // Over HTTP: the face methane's over-limits only.
+    let hook: Vec<Value> = webhook
+        .got
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    // The scenario jumps from 0.5 % to 1.6 %: raised straight at 断电.
+    let raised = hook
+        .iter()
+        .find(|m| m["data"]["transition"] == "raised")
+        .unwrap();
+    assert_eq!(raised["data"]["grade_name"], "断电", "{raised}");
+    let got = transitions(hook);
+    assert!(
+        got.contains(&pair("CH4-FACE", "returned_to_normal")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().all(|(p, _)| p == "CH4-FACE"),
+        "nothing but CH4-FACE: {got:?}"
+    );
     gw.stop();
     farm.shutdown().await;
 }

@@ -402,7 +402,7 @@ fn store_size_limit_maps_to_the_store_and_is_checked() {
 }
 
 #[test]
-fn safety_actions_that_could_not_act_are_rejected() {
+fn safety_actions_that_could_not_act_and_bad_linkage_are_rejected() {
     let found = problems("actions");
     // The first action is fine: nothing is reported under actions[0].
     assert!(
@@ -481,5 +481,20 @@ fn safety_actions_that_could_not_act_are_rejected() {
         89,
         "at least one",
     );
-    assert_eq!(found.len(), 10, "{found:#?}");
+    assert_has(
+        &found,
+        Problem::Value,
+        "linkage[0].url",
+        94,
+        "scheme `ftp` is not allowed",
+    );
+    assert_has(&found, Problem::Value, "linkage[0].on", 95, "at least one");
+    assert_has(
+        &found,
+        Problem::Reference,
+        "linkage[0].points[0]",
+        96,
+        "no point with id `NOPE2`",
+    );
+    assert_eq!(found.len(), 13, "{found:#?}");
 }

@@ -207,7 +207,7 @@ impl Config {
     /// The uplink's options from `[uplink]`, if configured, with the grades of `spec`
     /// for the thresholds in alarm messages. Call on a validated configuration.
     pub fn uplink_options(&self, spec: &EngineSpec) -> Option<crate::uplink::UplinkOptions> {
-        use crate::uplink::{self as up, encode::GradeInfo};
+        use crate::uplink as up;
         let c = self.uplink.as_ref()?;
         let site = c.site_code.clone().unwrap_or_else(|| self.site.id.clone());
         let tls = up::TlsFiles {
@@ -266,27 +266,91 @@ impl Config {
         // `hazgate run` wakes the uplink after every alarm commit, so its own look at
         // the log is only a safety net: once a second, not 200 times.
         o.alarm_poll_interval_ms = 1_000;
-        o.grades = spec
-            .points
-            .iter()
-            .map(|p| {
-                let grades = p
-                    .grades
-                    .iter()
-                    .map(|g| GradeInfo {
-                        name: g.name.clone(),
-                        direction: match g.direction {
-                            crate::model::Direction::High => "high",
-                            crate::model::Direction::Low => "low",
-                        },
-                        trigger: g.trigger,
-                        restore: g.restore,
-                        power_cut: g.power_cut,
-                    })
-                    .collect();
-                (p.id.clone(), grades)
-            })
-            .collect();
+        o.grades = uplink_grades(spec);
         Some(o)
     }
+
+    /// One uplink per `[[linkage]]`: alarm messages only, filtered to what the
+    /// linkage asks for, under its own cursor `linkage:<id>`.
+    pub fn linkage_options(&self, spec: &EngineSpec) -> Vec<crate::uplink::UplinkOptions> {
+        use crate::uplink as up;
+        let grades = uplink_grades(spec);
+        self.linkage
+            .iter()
+            .map(|l| {
+                let tls = up::TlsFiles {
+                    ca_file: l.ca_file.clone(),
+                    client_cert_file: None,
+                    client_key_file: None,
+                };
+                let transport = if l.url.starts_with("mqtt") {
+                    let (host, port, secure) = crate::sources::mqtt::build::parse_broker(&l.url);
+                    up::UplinkTransport::Mqtt(up::MqttUplink {
+                        host,
+                        port,
+                        tls: secure.then_some(tls),
+                        client_id: l
+                            .client_id
+                            .clone()
+                            .unwrap_or_else(|| format!("hazgate-{}-{}", self.site.id, l.id)),
+                        username: l.username.clone(),
+                        password: l.password.clone(),
+                        topic_prefix: l.topic_prefix.clone(),
+                        keep_alive_s: 15,
+                    })
+                } else {
+                    up::UplinkTransport::Http(up::HttpUplink {
+                        url: l.url.clone(),
+                        tls,
+                        appid: None,
+                        appsecret: None,
+                        sm4: None,
+                        request_timeout_ms: l.request_timeout_ms,
+                    })
+                };
+                let mut o = up::UplinkOptions::new(
+                    std::path::PathBuf::from(&self.storage.path),
+                    &self.site.id,
+                    transport,
+                );
+                o.name = format!("linkage:{}", l.id);
+                o.realtime = false;
+                o.statistics = false;
+                o.heartbeat_interval_ms = 0;
+                o.alarm_poll_interval_ms = 1_000;
+                o.grades = grades.clone();
+                o.alarm_filter = Some(up::AlarmFilter {
+                    over_limit: l.on.contains(&LinkageEvent::OverLimit),
+                    cut: l.on.contains(&LinkageEvent::Cut),
+                    feed_fault: l.on.contains(&LinkageEvent::FeedFault),
+                    points: l.points.clone(),
+                });
+                o
+            })
+            .collect()
+    }
+}
+
+/// The grades of every point, for the thresholds in alarm messages.
+fn uplink_grades(spec: &EngineSpec) -> HashMap<String, Vec<crate::uplink::encode::GradeInfo>> {
+    spec.points
+        .iter()
+        .map(|p| {
+            let grades = p
+                .grades
+                .iter()
+                .map(|g| crate::uplink::encode::GradeInfo {
+                    name: g.name.clone(),
+                    direction: match g.direction {
+                        crate::model::Direction::High => "high",
+                        crate::model::Direction::Low => "low",
+                    },
+                    trigger: g.trigger,
+                    restore: g.restore,
+                    power_cut: g.power_cut,
+                })
+                .collect();
+            (p.id.clone(), grades)
+        })
+        .collect()
 }

@@ -100,6 +100,7 @@ pub(crate) fn config_shape() -> Shape {
                 array(table::<RelayConfig>(vec![])),
             )])),
         ),
+        ("linkage", array(table::<LinkageConfig>(vec![]))),
     ])
 }
 

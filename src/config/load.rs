@@ -137,6 +137,7 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
     let alarm_rate =
         section::<AlarmRateConfig>(&mut table, "alarm_rate", &env_paths, &mut diagnostics);
     let actions = elements::<ActionConfig>(&mut table, "actions", &mut diagnostics);
+    let linkage = elements::<LinkageConfig>(&mut table, "linkage", &mut diagnostics);
 
     let config = Config {
         // A placeholder only when [site] itself failed; the semantic checks are told
@@ -156,6 +157,7 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
         api,
         alarm_rate,
         actions: actions.parsed,
+        linkage: linkage.parsed,
     };
     let origins = Origins {
         hazard_sources: hazard_sources.origin,
@@ -165,6 +167,7 @@ pub(crate) fn load_text(text: &str, file: PathBuf, env: EnvSource) -> Result<Con
         broken_devices: devices.broken_ids,
         broken_points: points.broken_ids,
         actions: actions.origin,
+        linkage: linkage.origin,
         site_known,
     };
     diagnostics.extend(validate::validate(&config, &origins));

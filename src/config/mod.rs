@@ -87,6 +87,10 @@ pub struct Config {
     /// Default: none.
     #[serde(default)]
     pub actions: Vec<ActionConfig>,
+    /// Linkage: notifications to other site systems (broadcast, personnel location)
+    /// on over-limit, power cut and feedback faults. Default: none.
+    #[serde(default)]
+    pub linkage: Vec<LinkageConfig>,
 }
 
 /// `[site]`: who and what this gateway watches.
@@ -1010,6 +1014,71 @@ fn default_relay_table() -> RegisterTable {
 }
 fn default_cut_value() -> u16 {
     1
+}
+
+/// What a linkage is told about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkageEvent {
+    /// A configured point's value alarm (超限): raised, escalated, returned.
+    OverLimit,
+    /// A safety action cut the power (`cut:<id>` raised) or restored it.
+    Cut,
+    /// A safety action's feedback fault (馈电异常).
+    FeedFault,
+}
+
+/// `[[linkage]]`: one site system told about over-limits and power cuts (AQ 1029's
+/// automatic linkage to broadcast, communication and personnel-location systems).
+/// Messages are the uplink's JSON alarm messages (`docs/uplink.md`), read from the
+/// durable log by the linkage's own cursor: at least once, in order, with stable ids,
+/// also after an outage of the receiver or a restart.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkageConfig {
+    /// Unique id; the cursor is kept as `linkage:<id>`. Required.
+    pub id: String,
+    /// `mqtt://` / `mqtts://` broker (messages on `<topic_prefix>/<site>/alarm`, QoS 1)
+    /// or `http://` / `https://` webhook (one JSON POST per message). Required.
+    pub url: String,
+    /// `over_limit`, `cut`, `feed_fault`. Default: all three.
+    #[serde(default = "default_linkage_on")]
+    pub on: Vec<LinkageEvent>,
+    /// Only over-limits of these point ids. Default: every point.
+    #[serde(default)]
+    pub points: Vec<String>,
+    /// MQTT topic prefix (no `+` or `#`). Default: `linkage`.
+    #[serde(default = "default_linkage_prefix")]
+    pub topic_prefix: String,
+    /// MQTT client id. Default: `hazgate-<site>-<id>`.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// MQTT user name. Default: none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// MQTT password. Default: none.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// CA certificates (PEM) for `mqtts://` / `https://`. Default: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// HTTP: timeout of one request (ms, > 0). Default: 5000.
+    #[serde(default = "default_linkage_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_linkage_on() -> Vec<LinkageEvent> {
+    vec![
+        LinkageEvent::OverLimit,
+        LinkageEvent::Cut,
+        LinkageEvent::FeedFault,
+    ]
+}
+fn default_linkage_prefix() -> String {
+    "linkage".to_owned()
+}
+fn default_linkage_timeout_ms() -> u64 {
+    5_000
 }
 
 /// `[alarm_rate]`: alarm flood and chattering detection (EEMUA 191 / ISA-18.2).

@@ -24,6 +24,8 @@ pub(crate) struct Origins {
     pub broken_points: HashSet<String>,
     /// Original index of each parsed safety action.
     pub actions: Vec<usize>,
+    /// Original index of each parsed linkage.
+    pub linkage: Vec<usize>,
     /// Whether `[site]` parsed; site-dependent checks are skipped otherwise.
     pub site_known: bool,
 }
@@ -39,6 +41,7 @@ impl Origins {
             broken_devices: HashSet::new(),
             broken_points: HashSet::new(),
             actions: (0..config.actions.len()).collect(),
+            linkage: (0..config.linkage.len()).collect(),
             site_known: true,
         }
     }
@@ -57,6 +60,11 @@ impl Origins {
         KeyPath::root()
             .key("points")
             .index(self.points.get(i).copied().unwrap_or(i))
+    }
+    fn linkage(&self, i: usize) -> KeyPath {
+        KeyPath::root()
+            .key("linkage")
+            .index(self.linkage.get(i).copied().unwrap_or(i))
     }
     fn action(&self, i: usize) -> KeyPath {
         KeyPath::root()
@@ -123,6 +131,7 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Vec<Diagnostic> {
     check_api(&mut c);
     check_alarm_rate(&mut c);
     check_actions(&mut c);
+    check_linkage(&mut c);
     c.out
 }
 
@@ -149,6 +158,8 @@ fn check_duplicates(c: &mut Checker) {
     duplicate_ids(c, "point", points, Origins::point);
     let actions = config.actions.iter().map(|a| a.id.as_str());
     duplicate_ids(c, "safety action", actions, Origins::action);
+    let linkage = config.linkage.iter().map(|l| l.id.as_str());
+    duplicate_ids(c, "linkage", linkage, Origins::linkage);
 }
 
 /// Report every id that repeats an earlier one, at the repeat, naming the first place.
@@ -1614,6 +1625,42 @@ fn check_relay(c: &mut Checker, relay: &RelayConfig, at: &KeyPath) {
                 format!("no point with id `{feedback}`"),
             );
         }
+    }
+}
+
+fn check_linkage(c: &mut Checker) {
+    let config = c.config;
+    for (i, l) in config.linkage.iter().enumerate() {
+        let path = c.origins.linkage(i);
+        c.non_empty(&l.id, path.key("id"));
+        if let Err(e) = check_url(&l.url, &["mqtt", "mqtts", "http", "https"]) {
+            c.report(Problem::Value, path.key("url"), e);
+        }
+        if l.on.is_empty() {
+            c.report(
+                Problem::Value,
+                path.key("on"),
+                "must name at least one of `over_limit`, `cut`, `feed_fault`",
+            );
+        }
+        for (j, p) in l.points.iter().enumerate() {
+            let known = config.points.iter().any(|x| &x.id == p);
+            if !known && !c.origins.broken_points.contains(p) {
+                c.report(
+                    Problem::Reference,
+                    path.key("points").index(j),
+                    format!("no point with id `{p}`"),
+                );
+            }
+        }
+        if l.topic_prefix.is_empty() || l.topic_prefix.contains(['+', '#']) {
+            c.report(
+                Problem::Value,
+                path.key("topic_prefix"),
+                "must be a non-empty topic without `+` or `#`",
+            );
+        }
+        c.positive(l.request_timeout_ms, path.key("request_timeout_ms"));
     }
 }
 

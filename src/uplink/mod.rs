@@ -46,7 +46,7 @@ pub mod sm4;
 mod tls;
 
 pub use encode::{Format, GradeInfo, Message, MessageKind};
-pub use options::{HttpUplink, MqttUplink, TlsFiles, UplinkOptions, UplinkTransport};
+pub use options::{AlarmFilter, HttpUplink, MqttUplink, TlsFiles, UplinkOptions, UplinkTransport};
 
 use crate::engine::Alarm;
 use crate::model::Timestamp;
@@ -417,9 +417,34 @@ impl Driver {
                 }
             };
             let now = Instant::now();
-            let (msgs, sent) = if !events.is_empty() {
+            if !events.is_empty() {
                 self.refresh_points(events.iter().filter_map(|e| e.pid))
                     .await?;
+            }
+            let events = match &self.opts.alarm_filter {
+                None => events,
+                Some(filter) => {
+                    let last = events.last().map(|e| e.seq);
+                    let kept: Vec<_> = events
+                        .into_iter()
+                        .filter(|e| {
+                            let point = e
+                                .pid
+                                .and_then(|p| self.known.points.get(&p))
+                                .map(|p| p.id.as_str());
+                            filter.matches(point.unwrap_or(""), &e.kind, &e.transition)
+                        })
+                        .collect();
+                    if let (true, Some(last)) = (kept.is_empty(), last) {
+                        // Nothing for this receiver: move past it.
+                        self.cursor.events_seq = last;
+                        self.commit().await;
+                        continue;
+                    }
+                    kept
+                }
+            };
+            let (msgs, sent) = if !events.is_empty() {
                 let mut msgs = Vec::with_capacity(events.len());
                 for ev in &events {
                     let alarm: Option<Alarm> = serde_json::from_str(&ev.alarm_json).ok();

@@ -89,6 +89,48 @@ pub struct UplinkOptions {
     pub retry_initial_ms: u64,
     /// Longest retry delay (ms).
     pub retry_max_ms: u64,
+    /// Only alarm events this filter accepts are sent (linkage); the others are
+    /// skipped and the cursor moves past them. `None`: every alarm event.
+    pub alarm_filter: Option<AlarmFilter>,
+}
+
+/// Which alarm events a linkage passes on. Point ids name the class: `cut:<action>`
+/// is a power cut, `action:<action>` a feedback fault (馈电异常), and the configured
+/// points' value alarms are over-limits; status points (`device:`, `link:`,
+/// `system:`) and acknowledgements, shelving and the like are never passed on.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AlarmFilter {
+    pub over_limit: bool,
+    pub cut: bool,
+    pub feed_fault: bool,
+    /// Over-limits only of these points; empty: every configured point.
+    pub points: Vec<String>,
+}
+
+impl AlarmFilter {
+    /// Whether an event of `kind` and `transition` on `point` is passed on.
+    pub fn matches(&self, point: &str, kind: &str, transition: &str) -> bool {
+        let life = matches!(
+            transition,
+            "raised" | "reactivated" | "escalated" | "de_escalated" | "returned_to_normal"
+        );
+        if !life {
+            return false;
+        }
+        if point.starts_with("cut:") {
+            return self.cut;
+        }
+        if point.starts_with("action:") {
+            return self.feed_fault;
+        }
+        let status = ["device:", "link:", "system:"]
+            .iter()
+            .any(|p| point.starts_with(p));
+        self.over_limit
+            && kind == "value"
+            && !status
+            && (self.points.is_empty() || self.points.iter().any(|p| p == point))
+    }
 }
 
 impl UplinkOptions {
@@ -114,6 +156,49 @@ impl UplinkOptions {
             retry_initial_ms: 100,
             // Short, so an alarm goes out within about 2 s of the link coming back.
             retry_max_ms: 2_000,
+            alarm_filter: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AlarmFilter;
+
+    #[test]
+    fn linkage_filter_passes_only_what_was_asked() {
+        let all = AlarmFilter {
+            over_limit: true,
+            cut: true,
+            feed_fault: true,
+            points: vec![],
+        };
+        assert!(all.matches("CH4-1", "value", "raised"));
+        assert!(all.matches("cut:face", "value", "returned_to_normal"));
+        assert!(all.matches("action:face", "value", "escalated"));
+        assert!(
+            !all.matches("CH4-1", "value", "acknowledged"),
+            "not the life of the condition"
+        );
+        assert!(
+            !all.matches("CH4-1", "sensor_fault", "raised"),
+            "a fault is no over-limit"
+        );
+        assert!(!all.matches("device:kj", "value", "raised"));
+        assert!(!all.matches("system:storage", "value", "raised"));
+        let cuts = AlarmFilter {
+            cut: true,
+            ..AlarmFilter::default()
+        };
+        assert!(cuts.matches("cut:face", "value", "raised"));
+        assert!(!cuts.matches("action:face", "value", "raised"));
+        assert!(!cuts.matches("CH4-1", "value", "raised"));
+        let one = AlarmFilter {
+            over_limit: true,
+            points: vec!["CH4-1".into()],
+            ..AlarmFilter::default()
+        };
+        assert!(one.matches("CH4-1", "value", "raised"));
+        assert!(!one.matches("CH4-2", "value", "raised"));
     }
 }
