@@ -446,7 +446,7 @@ pub fn snapshot(engine: &mut Engine, seq: u64, now: Timestamp) -> Snapshot {
 // ---- safety actions ----
 
 /// Upper bounds (ms) of the reading → cut-write histogram buckets.
-pub const CUT_LATENCY_BUCKETS_MS: [u64; 8] = [10, 25, 50, 100, 250, 500, 1000, 2000];
+pub const CUT_LATENCY_BUCKETS_MS: [u64; 11] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000];
 
 /// Counters of the safety actions, for `/metrics`.
 #[derive(Debug, Default)]
