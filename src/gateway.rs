@@ -610,7 +610,6 @@ fn evaluate(
         settled.push(r);
     }
     let mut seen = mark;
-    let mut changed = !out.is_empty();
     loop {
         for e in &events[seen..] {
             safety.ctl.on_event(e, t, &mut out);
@@ -622,13 +621,12 @@ fn evaluate(
         if out.is_empty() {
             break;
         }
-        changed = true;
         for r in safety.dispatch(std::mem::take(&mut out)) {
             let r = engine.on_reading(r, events);
             settled.push(r);
         }
     }
-    if changed || seen > mark {
+    if safety.ctl.take_changed() {
         safety.publish();
     }
     settled
@@ -816,9 +814,6 @@ async fn engine_loop<O: Outputs>(
             events.clear();
         }
         outputs.readings(settled).await;
-        if let Some(s) = safety.as_ref() {
-            s.publish();
-        }
     }
     loop {
         let mut reply = None;
@@ -847,9 +842,6 @@ async fn engine_loop<O: Outputs>(
                     s.write_done(done, &mut out);
                 }
                 extra = evaluate(&mut engine, &mut safety, Vec::new(), out, &mut events);
-                if let Some(s) = safety.as_ref() {
-                    s.publish();
-                }
             },
             request = control.recv(), if control_open => match request {
                 Some(ControlRequest { command, reply: answer }) => {

@@ -401,12 +401,19 @@ fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     let file = path.display().to_string();
     match Config::load(path) {
         Ok(config) => {
-            println!(
+            let mut summary = format!(
                 "{file}: ok — {} devices, {} points, {} hazard sources",
                 config.devices.len(),
                 config.points.len(),
                 config.hazard_sources.len()
             );
+            if !config.actions.is_empty() {
+                summary += &format!(", {} safety actions", config.actions.len());
+            }
+            if !config.linkage.is_empty() {
+                summary += &format!(", {} linkage", config.linkage.len());
+            }
+            println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
         Err(ConfigError::Invalid(diagnostics)) => {

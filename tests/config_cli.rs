@@ -29,7 +29,7 @@ fn valid_examples_exit_zero_with_a_summary() {
     assert_eq!(code, 0);
     assert_eq!(
         stdout.trim(),
-        format!("{path}: ok — 3 devices, 14 points, 3 hazard sources")
+        format!("{path}: ok — 3 devices, 17 points, 3 hazard sources, 2 safety actions")
     );
 
     let (code, stdout, _) = check(&root("config/chemical-plant.toml"), &[]);

@@ -29,7 +29,7 @@ fn overrides_scalars_and_keeps_arrays_of_tables() {
     assert_eq!(config.storage.heartbeat_s, 30);
     assert_eq!(config.storage.mode, hazgate::config::StorageMode::Every);
     // Arrays of tables survive the `config` crate untouched, in order.
-    assert_eq!(config.points.len(), 14);
+    assert_eq!(config.points.len(), 17);
     assert_eq!(config.points[0].id, "CH4-1201-T1");
     assert_eq!(config.points[0].thresholds[1].name, "断电");
     assert_eq!(config.api.tokens.len(), 2);

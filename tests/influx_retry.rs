@@ -28,7 +28,9 @@ async fn serve(listener: tokio::net::TcpListener, seen: Arc<Mutex<Vec<Seen>>>) {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
         let (head, body) = loop {
-            let k = sock.read(&mut chunk).await.unwrap();
+            // A connection closed before a whole request arrived (the client gave up,
+            // e.g. its timeout under load) is no request: wait for the next one.
+            let k = sock.read(&mut chunk).await.unwrap_or(0);
             if k == 0 {
                 break (String::new(), Vec::new());
             }
@@ -41,12 +43,21 @@ async fn serve(listener: tokio::net::TcpListener, seen: Arc<Mutex<Vec<Seen>>>) {
                     .map(|v| v.trim().parse().unwrap())
                     .unwrap_or(0);
                 while buf.len() < end + 4 + len {
-                    let k = sock.read(&mut chunk).await.unwrap();
+                    let k = sock.read(&mut chunk).await.unwrap_or(0);
+                    if k == 0 {
+                        break;
+                    }
                     buf.extend_from_slice(&chunk[..k]);
+                }
+                if buf.len() < end + 4 + len {
+                    break (String::new(), Vec::new());
                 }
                 break (head, buf[end + 4..end + 4 + len].to_vec());
             }
         };
+        if head.is_empty() {
+            continue;
+        }
         let mut text = String::new();
         flate2::read::GzDecoder::new(&body[..])
             .read_to_string(&mut text)

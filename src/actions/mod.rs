@@ -253,6 +253,8 @@ pub struct Controller {
     next_command: u64,
     /// Point ids by index, for messages and views (`#<index>` when unknown).
     names: Vec<String>,
+    /// Something a view shows changed since [`Controller::take_changed`].
+    changed: bool,
 }
 
 impl Controller {
@@ -291,7 +293,13 @@ impl Controller {
             watched,
             next_command: 1,
             names: Vec::new(),
+            changed: true,
         }
+    }
+
+    /// Whether anything a [`Controller::view`] shows changed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::replace(&mut self.changed, false)
     }
 
     /// Name points by these ids (index = `PointId`) in messages and views.
@@ -363,7 +371,7 @@ impl Controller {
         let Some(actions) = self.watched.get(&a.point) else {
             return Vec::new();
         };
-        let mut changed = Vec::new();
+        let mut changed: Vec<usize> = Vec::new();
         for &i in actions {
             let spec = &self.specs[i];
             let st = &mut self.state[i];
@@ -396,6 +404,7 @@ impl Controller {
                 changed.push(i);
             }
         }
+        self.changed |= !changed.is_empty();
         changed
     }
 
@@ -412,6 +421,7 @@ impl Controller {
         for &(i, k) in relays {
             let rs = &mut self.state[i].relays[k];
             let previous = rs.feed.replace(feed);
+            let fault_before = rs.feed_fault;
             if feed == rs.expected_feed() {
                 rs.confirmed = true;
                 rs.feed_fault = false;
@@ -419,6 +429,7 @@ impl Controller {
                 // The feed left the expected state with no command.
                 rs.feed_fault = true;
             }
+            self.changed |= previous != Some(feed) || fault_before != rs.feed_fault;
             if !touched.contains(&i) {
                 touched.push(i);
             }
@@ -466,6 +477,7 @@ impl Controller {
             return;
         }
         rs.in_flight = false;
+        self.changed = true;
         match result {
             Ok(()) => {
                 rs.written = true;
@@ -496,6 +508,7 @@ impl Controller {
         out: &mut Vec<Output>,
     ) -> Result<(), ActionError> {
         let i = self.index(id)?;
+        self.changed = true;
         self.state[i].manual_cut = true;
         self.apply(i, now, now, out);
         Ok(())
@@ -606,6 +619,7 @@ impl Controller {
             if rs.commanded == Some(cut) || (rs.commanded.is_none() && !cut) {
                 continue;
             }
+            self.changed = true;
             rs.commanded = Some(cut);
             rs.command = self.next_command;
             self.next_command += 1;
@@ -630,6 +644,7 @@ impl Controller {
             st.since = Some(now);
         }
         st.cut_published = Some(cut);
+        self.changed = true;
         out.push(Output::Status(Reading {
             point: self.specs[i].cut_point,
             ts: now,
@@ -657,6 +672,7 @@ impl Controller {
         }
         let ok = self.state[i].relays.iter().all(|r| !r.fault());
         if self.state[i].status_ok != Some(ok) {
+            self.changed = true;
             self.state[i].status_ok = Some(ok);
             out.push(Output::Status(Reading {
                 point: self.specs[i].status_point,
