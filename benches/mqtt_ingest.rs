@@ -234,13 +234,18 @@ struct Figures {
     /// Read and write system calls of the gateway.
     reads: u64,
     writes: u64,
+    /// Batches the source handed to the engine.
+    batches: u64,
 }
 
 /// Wait until `n` messages were received and their readings stored; time and CPU
 /// from the first message received.
 async fn receive(gw: &Gateway, n: u64, tck: f64, broker_pid: &str) -> Figures {
     let mqtt = gw.mqtt();
-    let (m0, s0) = (mqtt.messages.load(Relaxed), gw.store.readings_stored.load(Relaxed));
+    let (m0, s0) = (
+        mqtt.messages.load(Relaxed),
+        gw.store.readings_stored.load(Relaxed),
+    );
     while mqtt.messages.load(Relaxed) == m0 {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
@@ -250,10 +255,11 @@ async fn receive(gw: &Gateway, n: u64, tck: f64, broker_pid: &str) -> Figures {
     let (r0, w0) = syscalls();
     // Every message is one reading and every reading differs from the last: one row
     // each (plus the device's status reading, stored before the first message).
+    let batches0 = mqtt.batches.load(Relaxed);
     let mut last = (0, Instant::now());
     loop {
         let stored = gw.store.readings_stored.load(Relaxed) - s0;
-        if stored >= n {
+        if stored >= n && mqtt.messages.load(Relaxed) - m0 >= n {
             break;
         }
         if stored != last.0 {
@@ -275,16 +281,17 @@ async fn receive(gw: &Gateway, n: u64, tck: f64, broker_pid: &str) -> Figures {
         publishers_cpu_s: None,
         reads: syscalls().0 - r0,
         writes: syscalls().1 - w0,
+        batches: mqtt.batches.load(Relaxed) - batches0,
     }
 }
 
 fn report(phase: &str, inflight: u32, f: &Figures) {
     let per = |cpu_s: f64| cpu_s * 1e6 / f.messages as f64;
-    let publishers = f
-        .publishers_cpu_s
-        .map_or(String::new(), |p| format!("; publishers {:5.2} µs/msg", per(p)));
+    let publishers = f.publishers_cpu_s.map_or(String::new(), |p| {
+        format!("; publishers {:5.2} µs/msg", per(p))
+    });
     println!(
-        "mqtt_ingest/{phase:<7} inflight {inflight:>4}: {:>8} msgs ({} rows stored) in {:6.2} s = {:>8.0} msg/s; gateway CPU {:5.2} s = {:5.2} µs/msg ({:3.0} % of a core); mosquitto {:5.2} µs/msg{publishers}; gateway syscalls/msg {:.2} read {:.2} write",
+        "mqtt_ingest/{phase:<7} inflight {inflight:>4}: {:>8} msgs ({} rows stored) in {:6.2} s = {:>8.0} msg/s; gateway CPU {:5.2} s = {:5.2} µs/msg ({:3.0} % of a core); mosquitto {:5.2} µs/msg{publishers}; gateway syscalls/msg {:.2} read {:.2} write; {:.1} msgs/batch",
         f.messages,
         f.stored,
         f.wall_s,
@@ -295,6 +302,7 @@ fn report(phase: &str, inflight: u32, f: &Figures) {
         per(f.broker_cpu_s),
         f.reads as f64 / f.messages as f64,
         f.writes as f64 / f.messages as f64,
+        f.messages as f64 / f.batches.max(1) as f64,
     );
 }
 
