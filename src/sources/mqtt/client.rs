@@ -17,9 +17,9 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// queued QoS 1 messages) while hazgate is away: 7 days.
 pub const SESSION_EXPIRY_S: u32 = 7 * 24 * 3600;
 
-/// Capacity of rumqttc's request channel (subscriptions and PUBACKs from the driver
-/// to the event loop). The driver never waits on it: it hands PUBACKs over with
-/// `try_ack` and keeps the rest in its own queue until there is room.
+/// Capacity of rumqttc's request channel (subscriptions, and on MQTT 5 PUBACKs, from
+/// the driver to the event loop). The driver never waits on it: it hands PUBACKs over
+/// without waiting and keeps the rest in its own queue until there is room.
 pub const REQUEST_CAPACITY: usize = 4096;
 
 /// Why a connection could not be set up (before any network traffic).
@@ -193,16 +193,6 @@ impl Conn {
         }
     }
 
-    /// Whether events already read from the socket wait to be returned by `poll`
-    /// (rumqttc reads up to 10 packets at a time). The driver hands its batch on
-    /// when none do, so a batch never waits for the network.
-    pub fn has_buffered(&self) -> bool {
-        match self {
-            Conn::V3(_, events) => !events.state.events.is_empty(),
-            Conn::V5(_, events) => !events.state.events.is_empty(),
-        }
-    }
-
     /// Queue QoS 1 subscriptions of `filters` (at most 64 per SUBSCRIBE). Err when
     /// the request channel is full; call again later.
     pub fn subscribe(&self, filters: &[String]) -> Result<(), ClientError> {
@@ -231,24 +221,53 @@ impl Conn {
         Ok(())
     }
 
-    /// Hand a PUBACK for `pkid` to the event loop without waiting. Err when the
-    /// request channel is full; try again after the next `poll`.
-    pub fn try_ack(&self, pkid: u16) -> Result<(), ClientError> {
+    /// Acknowledge `pkids`, in order; returns how many were taken (the rest: call
+    /// again after the next `poll`).
+    ///
+    /// MQTT 3.1.1: the PUBACKs go straight into the connection's write buffer and
+    /// out with one flush — one system call for a whole batch, where rumqttc's
+    /// manual acknowledgement costs a request, an event and a write each. Without a
+    /// connection, or when the write fails, nothing is acknowledged: the broker sends
+    /// those messages again, and the next `poll` reports the failure.
+    ///
+    /// MQTT 5 (rumqttc keeps that connection private): each PUBACK is handed to the
+    /// client's request channel without waiting, as far as it has room.
+    pub async fn ack(&mut self, pkids: &[u16]) -> usize {
         match self {
-            Conn::V3(client, _) => {
-                let mut p = rumqttc::Publish::new("", rumqttc::QoS::AtLeastOnce, Vec::new());
-                p.pkid = pkid;
-                client.try_ack(&p).map_err(|_| ClientError::Busy)
+            Conn::V3(_, events) => {
+                let timeout = Duration::from_secs(events.network_options.connection_timeout());
+                let Some(network) = events.network.as_mut() else {
+                    return 0;
+                };
+                let written = async {
+                    for &pkid in pkids {
+                        network
+                            .write(rumqttc::Packet::PubAck(rumqttc::PubAck::new(pkid)))
+                            .await?;
+                    }
+                    network.flush().await
+                };
+                match tokio::time::timeout(timeout, written).await {
+                    Ok(Ok(())) => pkids.len(),
+                    _ => 0,
+                }
             }
             Conn::V5(client, _) => {
-                let mut p = v5::mqttbytes::v5::Publish::new(
-                    "",
-                    v5::mqttbytes::QoS::AtLeastOnce,
-                    Vec::new(),
-                    None,
-                );
-                p.pkid = pkid;
-                client.try_ack(&p).map_err(|_| ClientError::Busy)
+                let mut taken = 0;
+                for &pkid in pkids {
+                    let mut p = v5::mqttbytes::v5::Publish::new(
+                        "",
+                        v5::mqttbytes::QoS::AtLeastOnce,
+                        Vec::new(),
+                        None,
+                    );
+                    p.pkid = pkid;
+                    if client.try_ack(&p).is_err() {
+                        break;
+                    }
+                    taken += 1;
+                }
+                taken
             }
         }
     }
