@@ -1,34 +1,39 @@
-//! MQTT ingest end to end: publishers → Mosquitto → hazgate MQTT source → readings
-//! channel, counted at the receiver.
+//! MQTT ingest end to end: publishers → Mosquitto → hazgate (MQTT source → engine →
+//! durable store), counted at the store.
 //!
 //! Setup: a Mosquitto started here on a free loopback port (persistence off,
 //! unlimited queue), `PUBLISHERS` × `mosquitto_pub -l -q 1 -M 1000` processes each
 //! feeding one topic from a file of JSON lines
-//! (`{"value":N,"ts":<ms>,"quality":"good"}`), and the source in this process with a
-//! `point_topic = "bench/{point}"` device (JSON value, timestamp and quality paths),
-//! readings channel of 1024 batches as in the gateway.
+//! (`{"value":N,"ts":<ms>,"quality":"good"}`), and in this process the gateway as
+//! `hazgate run` builds it: `Plan::from_config`, the engine task, and `StoreOutputs`
+//! over a `StoreWriter` on a SQLite store in a temporary directory (the config's
+//! `[storage]` defaults). The device has `point_topic = "bench/{point}"` with JSON
+//! value, timestamp and quality paths. Every value differs, so every reading is a row.
 //!
 //! Two phases per broker in-flight window (`max_inflight_messages`, Mosquitto's
 //! default 20, and 1000):
-//! - **live**: the source is subscribed, the publishers run; messages/s from the
-//!   first to the last reading;
-//! - **backlog**: the source is stopped, the publishers fill its persistent session,
-//!   the source starts and drains it; messages/s of the drain alone.
+//! - **live**: the gateway is subscribed, the publishers run; messages/s from the
+//!   first message received to the last reading stored;
+//! - **backlog**: the gateway is stopped, the publishers fill its persistent session,
+//!   the gateway starts and drains it; messages/s of the drain alone.
 //!
 //! CPU: this process's user+system time (`/proc/self/stat`) over the phase, divided
-//! by the messages — that is the gateway's CPU per message (the publishers and the
-//! broker are other processes; their CPU is shown for context).
+//! by the messages — the gateway's CPU per message, engine and SQLite included (the
+//! publishers and the broker are other processes; their CPU is shown for context).
 //!
 //! Run: `cargo bench --bench mqtt_ingest` (`MQTT_BENCH_MESSAGES` to change the count).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hazgate::config::Config;
-use hazgate::model::Reading;
-use hazgate::sources::mqtt::{self, MqttSource, MqttStats};
+use hazgate::gateway::{self, Plan, Running, StoreOutputs};
+use hazgate::sources::mqtt::MqttStats;
+use hazgate::store::{Store, StoreStatus, StoreWriter};
 use std::io::Write;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 const PUBLISHERS: usize = 4;
 
@@ -47,6 +52,26 @@ fn cpu_s(pid: &str, tck: f64) -> f64 {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (t(11) + t(12)) / tck
+}
+
+/// Read and write system calls of this process so far (`/proc/self/io`).
+fn syscalls() -> (u64, u64) {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap_or_default();
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("syscr:"), field("syscw:"))
+}
+
+/// User + system CPU seconds of a process's waited-for children.
+fn children_cpu_s(stat: &str, tck: f64) -> f64 {
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (t(13) + t(14)) / tck
 }
 
 struct Broker {
@@ -101,96 +126,183 @@ fn broker(inflight: u32) -> Broker {
     }
 }
 
-/// Start the publishers; each sends `per` lines of `file` to `bench/p<k>`.
-fn publish(port: u16, file: &std::path::Path) -> Vec<Child> {
-    (0..PUBLISHERS)
+/// Start the publishers; each sends the lines of `file` to `bench/p<k>`. Each runs
+/// under a shell that prints its own `/proc` stat line when the publisher is done, so
+/// the publishers' CPU can be read ([`Publishers::wait`]).
+fn publish(port: u16, file: &std::path::Path) -> Publishers {
+    let children = (0..PUBLISHERS)
         .map(|k| {
-            Command::new("mosquitto_pub")
+            Command::new("sh")
+                .args(["-c", "mosquitto_pub \"$@\"; cat /proc/$$/stat", "sh"])
                 .args(["-h", "127.0.0.1", "-p", &port.to_string()])
                 .args(["-q", "1", "-M", "1000", "-l", "-t", &format!("bench/p{k}")])
                 .args(["-i", &format!("bench-pub-{k}")])
                 .stdin(std::fs::File::open(file).unwrap())
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("mosquitto_pub (Debian package `mosquitto-clients`)")
         })
-        .collect()
+        .collect();
+    Publishers(children)
 }
 
-fn source(
-    port: u16,
-    client: &str,
-) -> (
-    MqttSource,
-    mpsc::Receiver<Vec<Reading>>,
-    watch::Sender<bool>,
-    u32,
-) {
-    let mut text = format!(
-        "[site]\nid = \"B\"\nname = \"bench\"\nkind = \"chemical_plant\"\nrule_profile = \"b\"\n[[devices]]\nid = \"D\"\nprotocol = \"mqtt\"\nbroker = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"{client}\"\npoint_topic = \"bench/{{point}}\"\n"
-    );
-    for k in 0..PUBLISHERS {
-        text += &format!("[[points]]\nid = \"p{k}\"\nname = \"p{k}\"\nkind = \"other\"\nrange_min = 0.0\nrange_max = 1e9\ndevice = \"D\"\nmqtt = {{ ts_path = \"ts\", quality_path = \"quality\" }}\n");
+struct Publishers(Vec<Child>);
+
+impl Publishers {
+    /// Wait for every publisher; their CPU seconds together.
+    fn wait(self, tck: f64) -> f64 {
+        self.0
+            .into_iter()
+            .map(|c| {
+                let out = c.wait_with_output().unwrap();
+                children_cpu_s(&String::from_utf8_lossy(&out.stdout), tck)
+            })
+            .sum()
     }
-    let config = Config::from_toml_str(&text, "bench.toml").unwrap();
-    let mut spec = config.engine_spec();
-    let devices = mqtt::subscriptions(&config, &mut spec);
-    let status = (spec.points.len() - 1) as u32;
-    let (tx, rx) = mpsc::channel(1024);
-    let (stop, shutdown) = watch::channel(false);
-    (MqttSource::start(devices, tx, shutdown), rx, stop, status)
+}
+
+/// The gateway as `hazgate run` builds it (sources, engine, store), without the API.
+struct Gateway {
+    running: Running,
+    store: Arc<StoreStatus>,
+    store_task: tokio::task::JoinHandle<()>,
+    stop: watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    fn start(port: u16, client: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = format!(
+            "[site]\nid = \"B\"\nname = \"bench\"\nkind = \"chemical_plant\"\nrule_profile = \"b\"\n[storage]\npath = \"{}\"\n[[devices]]\nid = \"D\"\nprotocol = \"mqtt\"\nbroker = \"mqtt://127.0.0.1:{port}\"\nclient_id = \"{client}\"\npoint_topic = \"bench/{{point}}\"\n",
+            dir.path().join("bench.db").display()
+        );
+        for k in 0..PUBLISHERS {
+            text += &format!("[[points]]\nid = \"p{k}\"\nname = \"p{k}\"\nkind = \"other\"\nrange_min = 0.0\nrange_max = 1e9\ndevice = \"D\"\nmqtt = {{ ts_path = \"ts\", quality_path = \"quality\" }}\n");
+        }
+        let config = Config::from_toml_str(&text, "bench.toml").unwrap();
+        let plan = Plan::from_config(&config);
+        let mut store = Store::open(&config.store_options()).unwrap();
+        store
+            .register_points(&config.point_meta(&plan.spec))
+            .unwrap();
+        let first = store.next_alarm_id().unwrap();
+        let (writer, store_task) = StoreWriter::spawn(store);
+        let status = writer.status().clone();
+        let (stop, shutdown) = watch::channel(false);
+        let outputs = StoreOutputs {
+            writer,
+            wake: Vec::new(),
+            lost: 0,
+        };
+        let running = gateway::start(plan, outputs, shutdown, first);
+        Gateway {
+            running,
+            store: status,
+            store_task,
+            stop,
+            _dir: dir,
+        }
+    }
+
+    fn mqtt(&self) -> Arc<MqttStats> {
+        self.running.mqtt_stats[0].1.clone()
+    }
+
+    async fn subscribed(&self) {
+        let stats = self.mqtt();
+        while stats.subacks.load(Relaxed) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        self.running.join().await;
+        let _ = self.store_task.await;
+    }
 }
 
 struct Figures {
     messages: u64,
+    stored: u64,
     wall_s: f64,
     gateway_cpu_s: f64,
     broker_cpu_s: f64,
+    publishers_cpu_s: Option<f64>,
+    /// Read and write system calls of the gateway.
+    reads: u64,
+    writes: u64,
+    /// Batches the source handed to the engine.
+    batches: u64,
 }
 
-/// Receive until `n` data readings arrived; time from the first.
-async fn receive(
-    rx: &mut mpsc::Receiver<Vec<Reading>>,
-    status: u32,
-    n: u64,
-    tck: f64,
-    broker_pid: &str,
-    stats: &MqttStats,
-) -> Figures {
-    let mut got = 0u64;
-    let mut t0 = None;
-    let (mut cpu0, mut b0) = (0.0, 0.0);
-    while got < n {
-        let Ok(batch) = tokio::time::timeout(Duration::from_secs(20), rx.recv()).await else {
-            panic!("stalled after {got} of {n} readings: {stats:?}");
-        };
-        let batch = batch.expect("closed");
-        if t0.is_none() {
-            t0 = Some(Instant::now());
-            cpu0 = cpu_s("self", tck);
-            b0 = cpu_s(broker_pid, tck);
+/// Wait until `n` messages were received and their readings stored; time and CPU
+/// from the first message received.
+async fn receive(gw: &Gateway, n: u64, tck: f64, broker_pid: &str) -> Figures {
+    let mqtt = gw.mqtt();
+    let (m0, s0) = (
+        mqtt.messages.load(Relaxed),
+        gw.store.readings_stored.load(Relaxed),
+    );
+    while mqtt.messages.load(Relaxed) == m0 {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    let t0 = Instant::now();
+    let cpu0 = cpu_s("self", tck);
+    let b0 = cpu_s(broker_pid, tck);
+    let (r0, w0) = syscalls();
+    // Every message is one reading and every reading differs from the last: one row
+    // each (plus the device's status reading, stored before the first message).
+    let batches0 = mqtt.batches.load(Relaxed);
+    let mut last = (0, Instant::now());
+    loop {
+        let stored = gw.store.readings_stored.load(Relaxed) - s0;
+        if stored >= n && mqtt.messages.load(Relaxed) - m0 >= n {
+            break;
         }
-        got += batch.iter().filter(|r| r.point.0 != status).count() as u64;
+        if stored != last.0 {
+            last = (stored, Instant::now());
+        }
+        assert!(
+            last.1.elapsed() < Duration::from_secs(20),
+            "stalled after {stored} of {n} rows: {mqtt:?} {:?}",
+            gw.store
+        );
+        tokio::time::sleep(Duration::from_micros(500)).await;
     }
     Figures {
-        messages: got,
-        wall_s: t0.map_or(0.0, |t| t.elapsed().as_secs_f64()),
+        messages: mqtt.messages.load(Relaxed) - m0,
+        stored: gw.store.readings_stored.load(Relaxed) - s0,
+        wall_s: t0.elapsed().as_secs_f64(),
         gateway_cpu_s: cpu_s("self", tck) - cpu0,
         broker_cpu_s: cpu_s(broker_pid, tck) - b0,
+        publishers_cpu_s: None,
+        reads: syscalls().0 - r0,
+        writes: syscalls().1 - w0,
+        batches: mqtt.batches.load(Relaxed) - batches0,
     }
 }
 
 fn report(phase: &str, inflight: u32, f: &Figures) {
+    let per = |cpu_s: f64| cpu_s * 1e6 / f.messages as f64;
+    let publishers = f.publishers_cpu_s.map_or(String::new(), |p| {
+        format!("; publishers {:5.2} µs/msg", per(p))
+    });
     println!(
-        "mqtt_ingest/{phase:<7} inflight {inflight:>4}: {:>8} msgs in {:6.2} s = {:>8.0} msg/s; gateway CPU {:5.2} s = {:5.2} µs/msg ({:3.0} % of a core); mosquitto {:5.2} µs/msg",
+        "mqtt_ingest/{phase:<7} inflight {inflight:>4}: {:>8} msgs ({} rows stored) in {:6.2} s = {:>8.0} msg/s; gateway CPU {:5.2} s = {:5.2} µs/msg ({:3.0} % of a core); mosquitto {:5.2} µs/msg{publishers}; gateway syscalls/msg {:.2} read {:.2} write; {:.1} msgs/batch",
         f.messages,
+        f.stored,
         f.wall_s,
         f.messages as f64 / f.wall_s,
         f.gateway_cpu_s,
-        f.gateway_cpu_s * 1e6 / f.messages as f64,
+        per(f.gateway_cpu_s),
         100.0 * f.gateway_cpu_s / f.wall_s,
-        f.broker_cpu_s * 1e6 / f.messages as f64,
+        per(f.broker_cpu_s),
+        f.reads as f64 / f.messages as f64,
+        f.writes as f64 / f.messages as f64,
+        f.messages as f64 / f.batches.max(1) as f64,
     );
 }
 
@@ -237,40 +349,24 @@ fn main() {
             // Live.
             let b = broker(inflight);
             let pid = b.child.id().to_string();
-            let (src, mut rx, stop, status) = source(b.port, "bench-live");
-            let stats = src.stats[0].1.clone();
-            while stats.subacks.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            let mut pubs = publish(b.port, &lines);
-            let f = receive(&mut rx, status, total, tck, &pid, &stats).await;
+            let gw = Gateway::start(b.port, "bench-live");
+            gw.subscribed().await;
+            let pubs = publish(b.port, &lines);
+            let mut f = receive(&gw, total, tck, &pid).await;
+            f.publishers_cpu_s = Some(pubs.wait(tck));
             report("live", inflight, &f);
-            for p in &mut pubs {
-                let _ = p.wait();
-            }
-            stop.send(true).unwrap();
-            drop(rx);
-            src.join().await;
+            gw.stop().await;
 
-            // Backlog: fill the stopped source's session, then drain it.
-            let (src, rx, stop, _) = source(b.port, "bench-backlog");
-            let stats = src.stats[0].1.clone();
-            while stats.subacks.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            stop.send(true).unwrap();
-            drop(rx);
-            src.join().await;
-            for mut p in publish(b.port, &lines) {
-                let _ = p.wait();
-            }
-            let (src, mut rx, stop, status) = source(b.port, "bench-backlog");
-            let stats = src.stats[0].1.clone();
-            let f = receive(&mut rx, status, total, tck, &pid, &stats).await;
+            // Backlog: fill the stopped gateway's session, then drain it.
+            let gw = Gateway::start(b.port, "bench-backlog");
+            gw.subscribed().await;
+            gw.stop().await;
+            let publishers_cpu_s = publish(b.port, &lines).wait(tck);
+            let gw = Gateway::start(b.port, "bench-backlog");
+            let mut f = receive(&gw, total, tck, &pid).await;
+            f.publishers_cpu_s = Some(publishers_cpu_s);
             report("backlog", inflight, &f);
-            stop.send(true).unwrap();
-            drop(rx);
-            src.join().await;
+            gw.stop().await;
         }
     });
 }

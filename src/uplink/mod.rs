@@ -21,7 +21,11 @@
 //!   [`UplinkOptions::stats_batch_max`] statistics rows; the two take turns while
 //!   both have a backlog), so a new alarm waits at most one bulk message even while
 //!   hours of backlog drain. A wake that arrives while a bulk batch is being read and
-//!   encoded makes the driver set that batch aside and send the alarms first.
+//!   encoded makes the driver set that batch aside and send the alarms first. Over
+//!   MQTT a wake that arrives while a bulk message is in flight sends the alarms at
+//!   once, beside it (QoS 1 allows several messages in flight): an alarm never waits
+//!   for a bulk PUBACK. The readings or statistics cursor still moves only once the
+//!   bulk message is acknowledged, the alarm cursor once the alarms are.
 //! - **Real-time values** are sent every [`UplinkOptions::realtime_interval_ms`] when
 //!   caught up, and back to back while there is a backlog.
 //! - **Heartbeats** are not stored: one that cannot be sent is counted
@@ -368,6 +372,121 @@ impl Driver {
             .store(self.stats_cursor.max(0) as u64, Ordering::Relaxed);
     }
 
+    /// The alarm events after the cursor (at most `alarm_batch_max`), encoded, with
+    /// their `seq`s; `None` when there are none.
+    async fn pending_alarms(&mut self) -> Result<Option<(Vec<Message>, Vec<i64>)>, UplinkError> {
+        let events = loop {
+            let after = self.cursor.events_seq;
+            let limit = self.opts.alarm_batch_max.max(1);
+            let events = self.db(move |r| r.read_events_after(after, limit)).await?;
+            let Some(last) = events.last().map(|e| e.seq) else {
+                return Ok(None);
+            };
+            self.refresh_points(events.iter().filter_map(|e| e.pid))
+                .await?;
+            let Some(filter) = &self.opts.alarm_filter else {
+                break events;
+            };
+            let known = &self.known.points;
+            let kept: Vec<_> = events
+                .into_iter()
+                .filter(|e| {
+                    let point = e.pid.and_then(|p| known.get(&p)).map(|p| p.id.as_str());
+                    filter.matches(point.unwrap_or(""), &e.kind, &e.transition)
+                })
+                .collect();
+            if !kept.is_empty() {
+                break kept;
+            }
+            // Nothing for this receiver: move past it and read on.
+            self.cursor.events_seq = last;
+            self.commit().await;
+        };
+        let (site, format, offset) = (&self.opts.site, self.opts.format, self.opts.utc_offset_min);
+        let mut msgs = Vec::with_capacity(events.len());
+        for ev in &events {
+            let alarm: Option<Alarm> = serde_json::from_str(&ev.alarm_json).ok();
+            if alarm.is_none() {
+                self.status.bad_alarm_json.fetch_add(1, Ordering::Relaxed);
+            }
+            msgs.push(encode::alarm(
+                format,
+                site,
+                offset,
+                ev,
+                alarm.as_ref(),
+                &self.known,
+            ));
+        }
+        Ok(Some((msgs, events.iter().map(|e| e.seq).collect())))
+    }
+
+    /// The first `ok` of the alarm events `seqs` were acknowledged: move the cursor
+    /// past them.
+    async fn alarms_acked(&mut self, seqs: &[i64], ok: usize) {
+        if ok > 0 {
+            self.cursor.events_seq = seqs[ok - 1];
+            self.status
+                .alarms_sent
+                .fetch_add(ok as u64, Ordering::Relaxed);
+            self.commit().await;
+        }
+    }
+
+    /// Send a bulk message (real-time values or statistics). Over MQTT it stays in
+    /// flight while alarms committed meanwhile are sent beside it; Err as
+    /// [`Link::send`].
+    async fn send_bulk(&mut self, msgs: &[Message]) -> Result<(), (usize, UplinkError)> {
+        let Link::Mqtt(link) = &mut self.link else {
+            return self.link.send(msgs).await;
+        };
+        if msgs.len() > mqtt::BULK_MAX {
+            return link.send(msgs).await;
+        }
+        link.start_bulk(msgs).await.map_err(|e| (0, e))?;
+        loop {
+            let Link::Mqtt(link) = &mut self.link else {
+                return Ok(());
+            };
+            tokio::select! {
+                r = link.bulk_done() => return r.map_err(|e| (0, e)),
+                c = self.cmd.recv(), if !self.stop => match c {
+                    Some(Command::Wake) => self.alarms_beside_bulk().await,
+                    // Stop once the bulk message is acknowledged (or failed).
+                    Some(Command::Shutdown) | None => self.stop = true,
+                },
+            }
+        }
+    }
+
+    /// Send every pending alarm while a bulk message is in flight. A failure is left
+    /// to the bulk's wait (the connection is down) or to the next round.
+    async fn alarms_beside_bulk(&mut self) {
+        loop {
+            let (msgs, seqs) = match self.pending_alarms().await {
+                Ok(Some(v)) => v,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading alarm events failed; retrying");
+                    return;
+                }
+            };
+            let r = self.link.send(&msgs).await;
+            let ok = match &r {
+                Ok(()) => msgs.len(),
+                Err((ok, _)) => *ok,
+            };
+            self.alarms_acked(&seqs, ok).await;
+            self.status
+                .messages_sent
+                .fetch_add(ok as u64, Ordering::Relaxed);
+            if r.is_err() {
+                self.status.send_failures.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+
     async fn refresh_points(&mut self, pids: impl Iterator<Item = i64>) -> Result<(), UplinkError> {
         let mut missing = false;
         for p in pids {
@@ -405,9 +524,7 @@ impl Driver {
             }
             self.link.resume();
             // 1. Every pending alarm event, before anything else.
-            let after = self.cursor.events_seq;
-            let limit = self.opts.alarm_batch_max.max(1);
-            let events = match self.db(move |r| r.read_events_after(after, limit)).await {
+            let alarms = match self.pending_alarms().await {
                 Ok(v) => v,
                 Err(UplinkError::Stopped) => return Err(UplinkError::Stopped),
                 Err(e) => {
@@ -417,50 +534,8 @@ impl Driver {
                 }
             };
             let now = Instant::now();
-            if !events.is_empty() {
-                self.refresh_points(events.iter().filter_map(|e| e.pid))
-                    .await?;
-            }
-            let events = match &self.opts.alarm_filter {
-                None => events,
-                Some(filter) => {
-                    let last = events.last().map(|e| e.seq);
-                    let kept: Vec<_> = events
-                        .into_iter()
-                        .filter(|e| {
-                            let point = e
-                                .pid
-                                .and_then(|p| self.known.points.get(&p))
-                                .map(|p| p.id.as_str());
-                            filter.matches(point.unwrap_or(""), &e.kind, &e.transition)
-                        })
-                        .collect();
-                    if let (true, Some(last)) = (kept.is_empty(), last) {
-                        // Nothing for this receiver: move past it.
-                        self.cursor.events_seq = last;
-                        self.commit().await;
-                        continue;
-                    }
-                    kept
-                }
-            };
-            let (msgs, sent) = if !events.is_empty() {
-                let mut msgs = Vec::with_capacity(events.len());
-                for ev in &events {
-                    let alarm: Option<Alarm> = serde_json::from_str(&ev.alarm_json).ok();
-                    if alarm.is_none() {
-                        self.status.bad_alarm_json.fetch_add(1, Ordering::Relaxed);
-                    }
-                    msgs.push(encode::alarm(
-                        format,
-                        &site,
-                        offset,
-                        ev,
-                        alarm.as_ref(),
-                        &self.known,
-                    ));
-                }
-                (msgs, Sent::Alarms(events.iter().map(|e| e.seq).collect()))
+            let (msgs, sent) = if let Some((msgs, seqs)) = alarms {
+                (msgs, Sent::Alarms(seqs))
             } else if !hb_every.is_zero() && now >= next_hb {
                 // 2. The heartbeat, when due.
                 next_hb = now + hb_every;
@@ -556,21 +631,17 @@ impl Driver {
                 }
                 continue;
             }
-            let result = self.link.send(&msgs).await;
+            let result = if matches!(sent, Sent::Readings(..) | Sent::Stats(..)) {
+                self.send_bulk(&msgs).await
+            } else {
+                self.link.send(&msgs).await
+            };
             let (ok, err) = match result {
                 Ok(()) => (msgs.len(), None),
                 Err((ok, e)) => (ok, Some(e)),
             };
             match sent {
-                Sent::Alarms(seqs) => {
-                    if ok > 0 {
-                        self.cursor.events_seq = seqs[ok - 1];
-                        self.status
-                            .alarms_sent
-                            .fetch_add(ok as u64, Ordering::Relaxed);
-                        self.commit().await;
-                    }
-                }
+                Sent::Alarms(seqs) => self.alarms_acked(&seqs, ok).await,
                 Sent::Readings(last, n) => {
                     if err.is_none() {
                         self.cursor.readings_seq = last;

@@ -16,6 +16,16 @@
 //! a message is never in two places at once. Duplicates across a reconnect are
 //! possible (a PUBACK lost with the connection); the stable ids let the receiver drop
 //! them.
+//!
+//! # Alarms beside a bulk message
+//!
+//! A bulk message (a batch of real-time values or statistics) can be left in flight
+//! ([`MqttLink::start_bulk`]) while alarms are published and acknowledged with
+//! [`MqttLink::send`] — QoS 1 allows several messages in flight — so an alarm does
+//! not wait for the PUBACK of a large message ahead of it. [`MqttLink::bulk_done`]
+//! waits for the bulk's PUBACKs. Each kind keeps its own order (alarms are sent one
+//! batch at a time, in store order); a failure fails both, and the caller sends
+//! again whatever was not acknowledged.
 
 use super::encode::{self, Message};
 use super::options::MqttUplink;
@@ -28,9 +38,13 @@ use tokio::sync::mpsc;
 /// Capacity of the event channel from the event-loop task to the link.
 pub const EVENT_CAPACITY: usize = 4096;
 
-/// Capacity of rumqttc's request channel; the link never has more than
-/// `max_in_flight` + 2 requests outstanding, so `try_publish` always finds room.
-const REQUEST_SLACK: usize = 16;
+/// Capacity of rumqttc's request channel beyond `max_in_flight`: the link never has
+/// more than `max_in_flight` + [`BULK_MAX`] + 1 requests outstanding (a send, a bulk
+/// message, the status), so `try_publish` always finds room.
+const REQUEST_SLACK: usize = BULK_MAX + 16;
+
+/// Most messages [`MqttLink::start_bulk`] leaves in flight at once.
+pub const BULK_MAX: usize = 4;
 
 #[derive(Debug)]
 enum LinkEvent {
@@ -44,6 +58,8 @@ enum LinkEvent {
 enum Tag {
     /// Message `i` of the batch being sent.
     Msg(usize),
+    /// A message of the bulk batch in flight.
+    Bulk,
     /// The retained status (not tracked beyond its ack).
     Status,
 }
@@ -68,7 +84,18 @@ pub struct MqttLink {
     issued: VecDeque<Tag>,
     in_flight: HashMap<u16, Tag>,
     max_in_flight: usize,
+    /// The bulk batch in flight, if any.
+    bulk: Option<Bulk>,
     last_error: String,
+}
+
+/// A bulk batch left in flight by [`MqttLink::start_bulk`].
+#[derive(Debug, Clone, Copy)]
+struct Bulk {
+    /// Messages not yet acknowledged.
+    waiting: usize,
+    /// The connection failed before every message was acknowledged.
+    failed: bool,
 }
 
 impl Drop for MqttLink {
@@ -96,7 +123,7 @@ impl MqttLink {
         let mut mo = MqttOptions::new(&o.client_id, &o.host, o.port);
         mo.set_keep_alive(Duration::from_secs(o.keep_alive_s.max(5)))
             .set_clean_session(false)
-            .set_inflight(u16::try_from(max_in_flight + 2).unwrap_or(u16::MAX))
+            .set_inflight(u16::try_from(max_in_flight + BULK_MAX + 2).unwrap_or(u16::MAX))
             .set_max_packet_size(16 << 20, 1 << 20)
             .set_last_will(LastWill::new(
                 format!("{base}/status"),
@@ -132,6 +159,7 @@ impl MqttLink {
             issued: VecDeque::new(),
             in_flight: HashMap::new(),
             max_in_flight,
+            bulk: None,
             last_error: String::new(),
         })
     }
@@ -160,6 +188,10 @@ impl MqttLink {
     fn forget(&mut self) {
         self.issued.clear();
         self.in_flight.clear();
+        if let Some(b) = &mut self.bulk {
+            // Its PUBACKs can no longer come: it must be sent again.
+            b.failed |= b.waiting > 0;
+        }
     }
 
     fn publish(&mut self, tag: Tag, topic: String, payload: Vec<u8>, retain: bool) -> bool {
@@ -195,7 +227,13 @@ impl MqttLink {
                 }
                 None
             }
-            LinkEvent::Acked(pkid) => self.in_flight.remove(&pkid),
+            LinkEvent::Acked(pkid) => {
+                let tag = self.in_flight.remove(&pkid);
+                if let (Some(Tag::Bulk), Some(b)) = (tag, &mut self.bulk) {
+                    b.waiting = b.waiting.saturating_sub(1);
+                }
+                tag
+            }
             LinkEvent::Down(e) => {
                 if self.state != State::Down {
                     tracing::warn!(error = %e, "uplink connection lost");
@@ -229,16 +267,7 @@ impl MqttLink {
     /// On failure, `Err((acked, error))`: the first `acked` messages were
     /// acknowledged; the rest must be sent again.
     pub async fn send(&mut self, msgs: &[Message]) -> Result<(), (usize, UplinkError)> {
-        if self.state == State::Down {
-            return Err((0, UplinkError::Link(self.last_error.clone())));
-        }
-        while self.state != State::Connected {
-            let ev = self.next().await.map_err(|e| (0, e))?;
-            self.on_event(ev);
-            if self.state == State::Down {
-                return Err((0, UplinkError::Link(self.last_error.clone())));
-            }
-        }
+        self.connected().await.map_err(|e| (0, e))?;
         let n = msgs.len();
         let mut acked = vec![false; n];
         let mut prefix = 0usize;
@@ -270,6 +299,67 @@ impl MqttLink {
             }
         }
         Ok(())
+    }
+
+    /// Wait until connected; Err when the connection failed (see [`MqttLink::resume`]).
+    async fn connected(&mut self) -> Result<(), UplinkError> {
+        loop {
+            match self.state {
+                State::Connected => return Ok(()),
+                State::Down => return Err(UplinkError::Link(self.last_error.clone())),
+                State::Connecting => {
+                    let ev = self.next().await?;
+                    self.on_event(ev);
+                }
+            }
+        }
+    }
+
+    /// Publish `msgs` (at most [`BULK_MAX`]) with QoS 1 and leave them in flight:
+    /// [`MqttLink::send`] may publish other messages meanwhile, and
+    /// [`MqttLink::bulk_done`] waits for their PUBACKs. Only one bulk batch at a time.
+    pub async fn start_bulk(&mut self, msgs: &[Message]) -> Result<(), UplinkError> {
+        debug_assert!(self.bulk.is_none() && msgs.len() <= BULK_MAX);
+        self.connected().await?;
+        self.bulk = Some(Bulk {
+            waiting: msgs.len(),
+            failed: false,
+        });
+        for m in msgs {
+            if !self.publish(Tag::Bulk, self.topic(m.kind), m.payload.clone(), false) {
+                self.bulk = None;
+                return Err(UplinkError::Link(self.last_error.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Wait until every message of the bulk batch was acknowledged (Ok), or the
+    /// connection failed first (Err: send it all again). Cancel-safe.
+    pub async fn bulk_done(&mut self) -> Result<(), UplinkError> {
+        loop {
+            match self.bulk {
+                None => return Ok(()),
+                Some(b) if b.failed => {
+                    self.bulk = None;
+                    return Err(UplinkError::Link(self.last_error.clone()));
+                }
+                Some(b) if b.waiting == 0 => {
+                    self.bulk = None;
+                    return Ok(());
+                }
+                Some(_) => {}
+            }
+            match self.next().await {
+                Ok(ev) => {
+                    self.on_event(ev);
+                }
+                Err(e) => {
+                    self.bulk = None;
+                    return Err(e);
+                }
+            }
+        }
     }
 
     /// Publish the retained `offline` status (waiting up to `wait` for its ack), then
