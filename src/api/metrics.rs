@@ -21,6 +21,8 @@ pub struct ApiMetrics {
     pub failed_logins: AtomicU64,
     pub audit_failures: AtomicU64,
     pub ws_clients: AtomicU64,
+    /// WebSocket clients that fell behind the live stream and got a fresh snapshot.
+    pub ws_resyncs: AtomicU64,
 }
 
 fn esc(s: &str) -> String {
@@ -100,6 +102,12 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
         "gauge",
         "Connected WebSocket clients.",
         s.metrics.ws_clients.load(Ordering::Relaxed) as f64,
+    );
+    g(
+        "hazgate_ws_resyncs_total",
+        "counter",
+        "WebSocket clients that fell behind the live stream and were sent a fresh snapshot.",
+        s.metrics.ws_resyncs.load(Ordering::Relaxed) as f64,
     );
     if let Some(store) = &s.store {
         let st = store.writer.status();

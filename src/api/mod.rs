@@ -1,7 +1,8 @@
 //! The dispatch-room HTTP API, the WebSocket live stream and the dashboard.
 //!
 //! ```text
-//!  engine task ──watch(Arc<Snapshot>)──► GET /api/v1/points, /alarms, /hazard-sources, WS /api/v1/live
+//!  engine task ──watch(Arc<Snapshot>)──► GET /api/v1/points, /alarms, /hazard-sources, WS snapshot
+//!              ──broadcast(Delta)───────► WS /api/v1/live (alarm frames ahead of value frames)
 //!              ◄──control (bounded)───── POST …/ack, …/shelve, …/unshelve, …/out-of-service
 //!  store (SQLite, read-only connections) ► history, alarm history, audit
 //! ```
@@ -32,7 +33,7 @@ mod metrics;
 pub use auth::{hash_token, Principal, TokenEntry, Tokens};
 pub use catalog::{Catalog, DeviceInfo, HazardInfo, PointInfo};
 
-use crate::gateway::{Control, LiveState, Running};
+use crate::gateway::{Control, LiveFeed, LiveState, Running};
 use crate::sources::modbus::poller::DeviceStats;
 use crate::sources::mqtt::MqttStats;
 use crate::store::StoreWriter;
@@ -123,6 +124,7 @@ pub struct ApiState {
     pub catalog: Arc<Catalog>,
     pub control: Control,
     pub live: LiveState,
+    pub feed: LiveFeed,
     pub tokens: Arc<Tokens>,
     pub store: Option<StoreAccess>,
     pub devices: Arc<Vec<(String, Arc<DeviceStats>)>>,
@@ -142,6 +144,7 @@ impl ApiState {
             catalog: Arc::new(catalog),
             control: running.control.clone(),
             live: running.live.clone(),
+            feed: running.feed.clone(),
             tokens: Arc::new(tokens),
             store,
             devices: Arc::new(running.device_stats.clone()),
