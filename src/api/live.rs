@@ -19,12 +19,11 @@
 use super::auth::authorize;
 use super::{ApiError, ApiState};
 use crate::config::Role;
-use crate::gateway::Delta;
+use crate::gateway::{Delta, Snapshot};
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -70,16 +69,24 @@ pub async fn live(
 /// Send the table as a `snapshot` frame; returns its `seq` (frames at or below it
 /// are already in it).
 async fn send_snapshot(socket: &mut WebSocket, s: &ApiState) -> Option<u64> {
-    let snap = s.live.borrow().clone();
-    let mut first = serde_json::to_value(&*snap).ok()?;
-    if let Some(o) = first.as_object_mut() {
-        o.insert("type".into(), json!("snapshot"));
+    #[derive(serde::Serialize)]
+    struct First<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        snapshot: &'a Snapshot,
     }
-    socket
-        .send(Message::Text(first.to_string().into()))
-        .await
-        .ok()?;
-    Some(snap.seq)
+    let snap = s.live.borrow().clone();
+    // Straight to text: a JSON value tree of 10,000 points would cost ten times more.
+    let text = serde_json::to_string(&First {
+        kind: "snapshot",
+        snapshot: &snap,
+    })
+    .ok()?;
+    let seq = snap.seq;
+    drop(snap);
+    socket.send(Message::Text(text.into())).await.ok()?;
+    Some(seq)
 }
 
 /// What to do with one received frame.
