@@ -23,6 +23,8 @@ pub struct ApiMetrics {
     pub ws_clients: AtomicU64,
     /// WebSocket clients that fell behind the live stream and got a fresh snapshot.
     pub ws_resyncs: AtomicU64,
+    /// Requests refused by the per-client rate limit.
+    pub rate_limited: AtomicU64,
 }
 
 fn esc(s: &str) -> String {
@@ -96,6 +98,12 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
         "counter",
         "Audit records the store refused.",
         s.metrics.audit_failures.load(Ordering::Relaxed) as f64,
+    );
+    g(
+        "hazgate_api_rate_limited_total",
+        "counter",
+        "Requests refused with 429 by the per-client rate limit.",
+        s.metrics.rate_limited.load(Ordering::Relaxed) as f64,
     );
     g(
         "hazgate_ws_clients",
