@@ -147,11 +147,6 @@ impl Delta {
             .get_or_init(|| serde_json::to_vec(self).map_or_else(|_| Bytes::new(), Bytes::from))
             .clone()
     }
-
-    /// An alarm frame (open alarms, hazard colours, flood) rather than values.
-    pub fn is_alarm_frame(&self) -> bool {
-        self.alarms.is_some() || !self.hazard_sources.is_empty()
-    }
 }
 
 /// Where WebSocket clients subscribe. Holds no sender alive: once the engine task
