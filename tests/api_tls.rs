@@ -99,6 +99,41 @@ fn make_certs(dir: &Path) {
     );
 }
 
+/// One HTTPS GET over a fresh connection (`Connection: close`); the raw answer.
+async fn https_get(
+    connector: &TlsConnector,
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+) -> std::io::Result<String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
+        .await
+        .map_err(|_| std::io::Error::other("handshake timed out"))??;
+    tls.write_all(
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost:{}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n",
+            addr.port()
+        )
+        .as_bytes(),
+    )
+    .await?;
+    let mut answer = Vec::new();
+    tls.read_to_end(&mut answer).await?;
+    Ok(String::from_utf8_lossy(&answer).into_owned())
+}
+
+fn trusting(ca: &Path) -> TlsConnector {
+    TlsConnector::from(
+        hazgate::tls::client_config(&hazgate::tls::TlsFiles {
+            ca_file: Some(ca.display().to_string()),
+            ..Default::default()
+        })
+        .unwrap(),
+    )
+}
+
 fn problems(text: &str) -> Vec<String> {
     match Config::from_toml_str(text, "t.toml") {
         Ok(_) => Vec::new(),
@@ -182,12 +217,7 @@ async fn api_over_https_and_live_stream_over_wss() {
     let server = tokio::spawn(api::serve_tls(listener, server_tls, state, shutdown));
 
     // A client that trusts only the test CA.
-    let client_tls = hazgate::tls::client_config(&hazgate::tls::TlsFiles {
-        ca_file: Some(dir.path().join("ca.pem").display().to_string()),
-        ..Default::default()
-    })
-    .unwrap();
-    let connector = TlsConnector::from(client_tls);
+    let connector = trusting(&dir.path().join("ca.pem"));
     let connect = |name: &'static str| {
         let connector = connector.clone();
         async move {
@@ -200,19 +230,9 @@ async fn api_over_https_and_live_stream_over_wss() {
     };
 
     // HTTPS request with the bearer token.
-    let mut tls = connect("localhost").await.unwrap();
-    tls.write_all(
-        format!(
-            "GET /api/v1/whoami HTTP/1.1\r\nHost: localhost:{}\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n",
-            addr.port()
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut answer = Vec::new();
-    tls.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = https_get(&connector, addr, "/api/v1/whoami", TOKEN)
+        .await
+        .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"role\":\"viewer\""), "{answer}");
     // The IP address is in the certificate too.
@@ -263,4 +283,68 @@ async fn api_over_https_and_live_stream_over_wss() {
     let _ = stop.send(true);
     server.await.unwrap().unwrap();
     running.join().await;
+}
+
+/// `hazgate run` with `[api] tls_cert` and `tls_key` serves the API over HTTPS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_serves_https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    make_certs(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hash: String = api::hash_token(TOKEN)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{SITE}\n[storage]\npath = \"{db}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n  [[api.tokens]]\n  name = \"wall\"\n  role = \"viewer\"\n  sha256 = \"{hash}\"\n",
+            db = dir.path().join("run.db").display(),
+            cert = dir.path().join("cert.pem").display(),
+            key = dir.path().join("key.pem").display(),
+        ),
+    )
+    .unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hazgate"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let connector = trusting(&dir.path().join("ca.pem"));
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let t0 = std::time::Instant::now();
+    let answer = loop {
+        if let Ok(a) = https_get(&connector, addr, "/api/v1/points", TOKEN).await {
+            break a;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "HTTPS API not up within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("LEL-1"), "{answer}");
+    assert!(status.success(), "exit status {status}");
 }
