@@ -20,15 +20,23 @@ use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-const POINTS: usize = 10_000;
 const BATCH: usize = 50;
 
-fn config() -> String {
+/// Points in the generated site (HAZGATE_BENCH_POINTS, default 10,000; a multiple of
+/// the batch size).
+fn points() -> usize {
+    std::env::var("HAZGATE_BENCH_POINTS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .map_or(10_000, |n| (n / BATCH).max(1) * BATCH)
+}
+
+fn config(points: usize) -> String {
     let mut s = String::from(
         "[site]\nid = \"1\"\nname = \"bench\"\nkind = \"chemical_plant\"\nrule_profile = \"b\"\n\n\
          [[devices]]\nid = \"PLC\"\nprotocol = \"modbus_tcp\"\nhost = \"127.0.0.1\"\nport = 1\n\n",
     );
-    for i in 0..POINTS {
+    for i in 0..points {
         let _ = write!(
             s,
             "[[points]]\nid = \"P{i}\"\nname = \"p{i}\"\nkind = \"ch4\"\nrange_min = 0.0\nrange_max = 4.0\n\
@@ -60,13 +68,14 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(30);
+    let points = points();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let config = Config::from_toml_str(&config(), "bench.toml").unwrap();
+        let config = Config::from_toml_str(&config(points), "bench.toml").unwrap();
         let mut plan = Plan::from_config(&config);
         plan.links.clear();
         let catalog = Catalog::new(&config, &plan.spec);
@@ -113,10 +122,10 @@ fn main() {
         let start = Instant::now();
         for s in 0..seconds {
             let tick = Instant::now();
-            let alarm_point = (s as usize * 7919) % POINTS;
+            let alarm_point = (s as usize * 7919) % points;
             let now = gateway::now();
             let mut sent_at = None;
-            for chunk in 0..POINTS / BATCH {
+            for chunk in 0..points / BATCH {
                 let batch: Vec<Reading> = (chunk * BATCH..(chunk + 1) * BATCH)
                     .map(|i| Reading {
                         point: PointId(i as u32),
@@ -155,7 +164,7 @@ fn main() {
         latencies.sort();
         let pct = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
         println!(
-            "ws_latency: {POINTS} points at 1 s, {} alarms: reading → WebSocket alarm frame p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; RSS {:.1} MB (gateway + API + client in one process)",
+            "ws_latency: {points} points at 1 s, {} alarms: reading → WebSocket alarm frame p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; RSS {:.1} MB (gateway + API + client in one process)",
             latencies.len(),
             pct(0.5).as_secs_f64() * 1000.0,
             pct(0.99).as_secs_f64() * 1000.0,
@@ -163,7 +172,7 @@ fn main() {
             rss_mb()
         );
         let mean_busy = cpu_ms.iter().sum::<f64>() / cpu_ms.len() as f64;
-        println!("ws_latency: wall time to hand over 10,000 readings and see the alarm: mean {mean_busy:.1} ms per second");
+        println!("ws_latency: wall time to hand over {points} readings and see the alarm: mean {mean_busy:.1} ms per second");
         let _ = stop.send(true);
         server.await.unwrap().unwrap();
         running.join().await;

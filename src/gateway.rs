@@ -20,15 +20,16 @@
 //!   for the answer; the events a request causes go through the same [`Outputs`] as
 //!   every other event, so an acknowledgement is committed to the store before the
 //!   caller hears `Ok`.
-//! - the **live state** ([`LiveState`]): after each batch that changed something the
-//!   engine task publishes a fresh [`Snapshot`] on a `watch` channel (alarm
-//!   transitions at once, value-only changes at most every [`LIVE_MIN_INTERVAL`]).
-//!   Readers (API, WebSocket) clone the `Arc` and never block the engine.
+//! - the **live state** ([`LiveState`], [`LiveFeed`]): the engine task keeps a
+//!   [`Snapshot`] table up to date in place and broadcasts each change as a [`Delta`]:
+//!   alarm transitions and risk changes at once in small frames of their own,
+//!   value-only changes at most every [`LIVE_MIN_INTERVAL`]. Readers (API,
+//!   WebSocket) clone an `Arc` and never block the engine (see `gateway/live.rs`).
 
 use crate::actions::{ActionError, ActionSpec, ActionView, Controller, Output};
 use crate::config::Config;
-use crate::engine::{Alarm, AlarmEvent, ControlError, Engine, EngineSpec, Event};
-use crate::model::{AlarmId, Colour, PointId, Reading, Timestamp};
+use crate::engine::{AlarmEvent, ControlError, Engine, EngineSpec, Event};
+use crate::model::{AlarmId, PointId, Reading, Timestamp};
 use crate::sources::modbus::build;
 use crate::sources::modbus::poller::{DeviceStats, LinkSpec, ModbusSource, WriteHandle};
 use crate::sources::mqtt::{self, MqttDeviceSpec, MqttSource, MqttStats};
@@ -51,10 +52,6 @@ const WRITE_ANSWERS: usize = 256;
 /// Control requests waiting for the engine. When full, callers wait (`Control`'s
 /// methods are async); nothing is dropped.
 const CONTROL_QUEUE: usize = 64;
-
-/// Value-only changes are published to the live state at most this often; alarm
-/// transitions and risk changes are published at once.
-pub const LIVE_MIN_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Where settled readings and engine events go. The gateway calls these from the
 /// engine task, in order, and waits for each: an output that is slow slows the engine
@@ -324,124 +321,14 @@ impl Control {
     }
 }
 
-// ---- live state ----
+// ---- live state (see `live`) ----
 
-/// One point as the dashboard sees it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct PointLive {
-    /// Index (`PointId`).
-    pub index: u32,
-    pub id: String,
-    /// Last value; `None` before the first reading or when the source had none.
-    pub value: Option<f64>,
-    pub ts: Option<i64>,
-    pub quality: Option<String>,
-    /// Name of the active grade, if any.
-    pub grade: Option<String>,
-    /// Colour of the active grade, if any.
-    pub colour: Option<Colour>,
-    pub maintenance: bool,
-    pub out_of_service: bool,
-    pub stale: bool,
-}
-
-/// Live risk colour of one hazard source.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct HazardLive {
-    pub index: u32,
-    pub id: String,
-    pub colour: Colour,
-}
-
-/// Everything live, as of `ts`. Published by the engine task; never mutated after.
-#[derive(Debug, Clone, PartialEq, Default, serde::Serialize)]
-pub struct Snapshot {
-    /// Increases by one with every published snapshot.
-    pub seq: u64,
-    pub ts: i64,
-    pub points: Vec<PointLive>,
-    /// Open alarms (active, or returned but unacknowledged), most severe first.
-    pub alarms: Vec<Alarm>,
-    pub hazard_sources: Vec<HazardLive>,
-    /// Alarms raised in the last 10 minutes.
-    pub alarms_per_10min: u32,
-    pub flood: bool,
-    /// Readings evaluated since start.
-    pub readings: u64,
-    /// Alarm episodes raised since start.
-    pub raised: u64,
-    /// Readings for unknown points, bad-quality readings (counters for /metrics).
-    pub unknown_point: u64,
-    pub bad_quality: u64,
-}
-
-/// Receiver of the live state; `borrow()` never blocks the engine for long (it only
-/// clones an `Arc`).
-pub type LiveState = watch::Receiver<Arc<Snapshot>>;
-
-/// Build a snapshot of the engine (O(points + alarms)).
-pub fn snapshot(engine: &mut Engine, seq: u64, now: Timestamp) -> Snapshot {
-    let spec = engine.spec();
-    let points = spec
-        .points
-        .iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let st = engine.point_status(PointId(i as u32));
-            let last = st.as_ref().and_then(|s| s.last);
-            let grade = st
-                .as_ref()
-                .and_then(|s| s.grade)
-                .and_then(|g| p.grades.get(g as usize));
-            PointLive {
-                index: i as u32,
-                id: p.id.clone(),
-                value: last.map(|r| r.value).filter(|v| v.is_finite()),
-                ts: last.map(|r| r.ts.0),
-                quality: last.map(|r| r.quality.to_string()),
-                grade: grade.map(|g| g.name.clone()),
-                colour: grade.map(|g| g.colour),
-                maintenance: st.as_ref().is_some_and(|s| s.maintenance),
-                out_of_service: st.as_ref().is_some_and(|s| s.out_of_service),
-                stale: st.as_ref().is_some_and(|s| s.stale),
-            }
-        })
-        .collect();
-    let hazard_sources = spec
-        .hazard_sources
-        .iter()
-        .enumerate()
-        .map(|(i, h)| HazardLive {
-            index: i as u32,
-            id: h.id.clone(),
-            colour: engine
-                .risk(crate::model::HazardSourceId(i as u32))
-                .unwrap_or(Colour::Blue),
-        })
-        .collect();
-    let mut alarms: Vec<Alarm> = engine.alarms().cloned().collect();
-    alarms.sort_by(|a, b| {
-        b.colour
-            .cmp(&a.colour)
-            .then(b.raised_at.cmp(&a.raised_at))
-            .then(b.id.cmp(&a.id))
-    });
-    let rates = engine.alarm_rates(now);
-    let c = engine.counters();
-    Snapshot {
-        seq,
-        ts: now.0,
-        points,
-        alarms,
-        hazard_sources,
-        alarms_per_10min: rates.per_10min,
-        flood: rates.flood,
-        readings: c.readings,
-        raised: c.raised,
-        unknown_point: c.unknown_point,
-        bad_quality: c.bad_quality,
-    }
-}
+mod live;
+pub use live::{
+    snapshot, Delta, HazardLive, LiveFeed, LiveState, PointLive, Snapshot, Subscription,
+    LIVE_MIN_INTERVAL,
+};
+use live::{LiveSender, Publisher};
 
 // ---- safety actions ----
 
@@ -639,11 +526,13 @@ pub struct Running {
     pub writer: WriteHandle,
     /// Requests into the engine task (acknowledge, shelve, …).
     pub control: Control,
-    /// The live state the engine task publishes.
+    /// The live state the engine task keeps (REST, new WebSocket clients).
     pub live: LiveState,
     /// The safety actions' live state.
     pub actions: ActionsLive,
     pub action_stats: Arc<ActionStats>,
+    /// The live changes as they happen (WebSocket clients).
+    pub feed: LiveFeed,
     engine_task: tokio::task::JoinHandle<Engine>,
     modbus: ModbusSource,
     mqtt: MqttSource,
@@ -693,7 +582,7 @@ pub fn start<O: Outputs + 'static>(
             view: view_tx,
         }
     });
-    let (live_tx, live) = watch::channel(Arc::new(snapshot(&mut engine, 0, now())));
+    let (live_tx, live, feed) = LiveSender::new(&mut engine, now());
     let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
     let engine_task = tokio::spawn(engine_loop(
         engine, safety, done_rx, rx, control_rx, live_tx, outputs, shutdown,
@@ -706,6 +595,7 @@ pub fn start<O: Outputs + 'static>(
         live,
         actions,
         action_stats,
+        feed,
         engine_task,
         modbus,
         mqtt,
@@ -754,31 +644,6 @@ fn apply(
     Ok(())
 }
 
-/// Publishes snapshots: at once after events, otherwise throttled.
-struct Publisher {
-    tx: watch::Sender<Arc<Snapshot>>,
-    seq: u64,
-    dirty: bool,
-    last: tokio::time::Instant,
-}
-
-impl Publisher {
-    fn publish(&mut self, engine: &mut Engine, urgent: bool) {
-        if !(urgent || self.dirty && self.last.elapsed() >= LIVE_MIN_INTERVAL) {
-            return;
-        }
-        // Nobody watching (all receivers gone): skip the work, stay dirty.
-        if self.tx.receiver_count() == 0 {
-            return;
-        }
-        self.seq += 1;
-        let snap = snapshot(engine, self.seq, now());
-        self.tx.send_replace(Arc::new(snap));
-        self.dirty = false;
-        self.last = tokio::time::Instant::now();
-    }
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn engine_loop<O: Outputs>(
     mut engine: Engine,
@@ -786,7 +651,7 @@ async fn engine_loop<O: Outputs>(
     mut write_answers: mpsc::Receiver<WriteDone>,
     mut rx: mpsc::Receiver<Vec<Reading>>,
     mut control: mpsc::Receiver<ControlRequest>,
-    live: watch::Sender<Arc<Snapshot>>,
+    live: LiveSender,
     mut outputs: O,
     mut shutdown: watch::Receiver<bool>,
 ) -> Engine {
@@ -806,7 +671,7 @@ async fn engine_loop<O: Outputs>(
     // points.
     if let Some(s) = safety.as_mut() {
         let mut out = Vec::new();
-        let open: Vec<Alarm> = engine.alarms().cloned().collect();
+        let open: Vec<crate::engine::Alarm> = engine.alarms().cloned().collect();
         s.ctl.start(&open, now(), &mut out);
         let settled = evaluate(&mut engine, &mut safety, Vec::new(), out, &mut events);
         if !events.is_empty() {

@@ -10,7 +10,7 @@
 //!  sources (Modbus, MQTT) ──mpsc──► engine (one task, pure) ──► durable log ──► sinks
 //!                                   quality → graded thresholds     (SQLite)      (InfluxDB,
 //!                                   → alarm states → risk colour                   province uplink)
-//!                                                        └──► live state (watch) ──► API / WebSocket / dashboard
+//!                                                        └──► live state (watch + broadcast) ──► API / WebSocket / dashboard
 //!                                   ◄── control channel (ack, shelve, out of service) ── API
 //! ```
 //!
@@ -32,7 +32,8 @@
 //!   graded polling, and a write handle for safety actions.
 //! - [`gateway`]: sources → engine → outputs, as one running process; a bounded
 //!   control channel into the engine task (acknowledge, shelve, out of service) and
-//!   the live state it publishes (a `watch` of snapshots) for the API.
+//!   the live state it keeps for the API (a snapshot table patched in place, and
+//!   alarm and value changes broadcast as they happen).
 //! - [`api`]: the HTTP API under `/api/v1` (bearer tokens with roles, audit), the
 //!   WebSocket live stream, `/healthz`, `/readyz`, `/metrics` and the dashboard.
 //! - [`demo`]: `hazgate demo` — simulator farm, gateway, store and dashboard in one

@@ -245,12 +245,25 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                     path: options.path.clone(),
                     writer: api_writer,
                 }),
-            );
+            )
+            .with_rate_limit(hazgate::api::RateLimit {
+                per_s: config.api.rate_limit_per_s,
+                burst: f64::from(config.api.rate_limit_burst),
+            });
+            let tls = match (&config.api.tls_cert, &config.api.tls_key) {
+                (Some(cert), Some(key)) => Some(
+                    hazgate::tls::server_config(cert, key).context("the API's TLS certificate")?,
+                ),
+                _ => None,
+            };
             let listener = tokio::net::TcpListener::bind(&config.api.listen)
                 .await
                 .with_context(|| format!("listening on {}", config.api.listen))?;
-            tracing::info!(listen = %config.api.listen, "HTTP API and dashboard");
-            Some(tokio::spawn(hazgate::api::serve(listener, state, shutdown)))
+            tracing::info!(listen = %config.api.listen, https = tls.is_some(), "HTTP API and dashboard");
+            Some(match tls {
+                Some(tls) => tokio::spawn(hazgate::api::serve_tls(listener, tls, state, shutdown)),
+                None => tokio::spawn(hazgate::api::serve(listener, state, shutdown)),
+            })
         };
         wait_for_signal().await?;
         tracing::info!("shutting down");

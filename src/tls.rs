@@ -1,4 +1,5 @@
-//! TLS client configuration shared by every MQTT and HTTPS connection: rustls on the
+//! TLS configuration shared by every MQTT and HTTPS connection (and the HTTPS API
+//! server): rustls on the
 //! `ring` provider (no aws-lc), roots from a CA file or the system's, and a client
 //! certificate when one is configured.
 //!
@@ -104,5 +105,34 @@ pub fn client_config(tls: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsErr
         }
         _ => builder.with_no_client_auth(),
     };
+    Ok(Arc::new(config))
+}
+
+/// Build a server configuration from a PEM certificate chain and its private key
+/// (the HTTPS API). TLS 1.3 on the `ring` provider.
+pub fn server_config(
+    cert_file: &str,
+    key_file: &str,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let pem = read(cert_file)?;
+    let chain = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert_file, e))?;
+    if chain.is_empty() {
+        return Err(bad(cert_file, "no certificate found"));
+    }
+    let pem = read(key_file)?;
+    let key = rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| bad(key_file, e))?
+        .ok_or_else(|| bad(key_file, "no private key found"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| TlsError::Tls(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| TlsError::Tls(format!("{cert_file} with {key_file}: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

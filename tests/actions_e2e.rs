@@ -132,6 +132,8 @@ path = "{db}"
 
 [api]
 listen = "127.0.0.1:{api_port}"
+# The test polls the API far faster than a dispatch room; no request limit.
+rate_limit_per_s = 0
   [[api.tokens]]
   name = "duty-engineer"
   role = "admin"

@@ -864,3 +864,68 @@ async fn points_hazards_devices_health_metrics_and_headers() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn every_route_is_rate_limited_per_client_with_retry_after() {
+    let mut site = Site::start().await;
+    site.state = site.state.clone().with_rate_limit(api::RateLimit {
+        per_s: 0.5,
+        burst: 3.0,
+    });
+    let from = |ip: [u8; 4], path: &str, token: Option<&str>| {
+        let mut b = Request::builder().uri(path);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let mut req = b.body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                ip, 40000,
+            ))));
+        req
+    };
+    let router = api::router(site.state.clone());
+    // The burst: any route counts, the dashboard and health checks too.
+    for path in ["/", "/healthz", "/api/v1/points"] {
+        let resp = router
+            .clone()
+            .oneshot(from([10, 0, 0, 7], path, Some(VIEWER)))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+    }
+    let resp = router
+        .clone()
+        .oneshot(from([10, 0, 0, 7], "/api/v1/alarms", Some(VIEWER)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    // One token comes back every 2 s.
+    assert_eq!(resp.headers()["retry-after"], "2");
+    assert!(resp.headers().contains_key("content-security-policy"));
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("too many requests"),
+        "{v}"
+    );
+    // Another client has its own bucket.
+    let resp = router
+        .clone()
+        .oneshot(from([10, 0, 0, 8], "/api/v1/alarms", Some(VIEWER)))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Counted in /metrics.
+    let (s, v) = site.call(Method::GET, "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = v.as_str().unwrap().to_owned();
+    assert!(
+        text.lines()
+            .any(|l| l == "hazgate_api_rate_limited_total 1"),
+        "{text}"
+    );
+    site.stop().await;
+}

@@ -7,24 +7,25 @@
 //!
 //! Frames (JSON text):
 //! - first `{"type":"snapshot", …Snapshot}` — every point, open alarm and hazard colour;
-//! - then, for every newer published snapshot, `{"type":"delta","seq","ts",
+//! - then every newer [`Delta`] the engine task publishes: `{"type":"delta","seq","ts",
 //!   "points":[changed points], "alarms":[all open alarms] (only when they changed),
-//!   "hazard_sources":[changed sources], "alarms_per_10min", "flood"}` — alarm and
-//!   colour changes in one frame first, value changes in a second frame.
+//!   "hazard_sources":[changed sources], "alarms_per_10min", "flood"}`. Alarm and
+//!   colour changes come in frames of their own and overtake value frames waiting for
+//!   this client; value frames hold at most 1,000 points.
 //!
-//! A slow client skips intermediate snapshots (the `watch` channel keeps the newest),
-//! so deltas are always against what that client last received; nothing accumulates.
+//! A client that falls more than a channel's worth of frames behind (a stalled
+//! browser) gets a fresh snapshot and continues from it; nothing accumulates for it.
 
 use super::auth::authorize;
 use super::{ApiError, ApiState};
 use crate::config::Role;
-use crate::gateway::Snapshot;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use crate::gateway::{Delta, Snapshot};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use std::sync::Arc;
+use tokio::sync::broadcast::error::RecvError;
 
 fn origin_ok(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
@@ -65,91 +66,93 @@ pub async fn live(
         })
 }
 
-/// The frames that bring a client from `old` to `new`: empty when nothing visible
-/// changed. Alarm and hazard-colour changes go first in a small frame of their own,
-/// so a board (or an upstream relay) sees a new alarm before it parses thousands of
-/// value changes.
-pub fn delta(old: &Snapshot, new: &Snapshot) -> Vec<serde_json::Value> {
-    let points: Vec<_> = new
-        .points
-        .iter()
-        .filter(|p| old.points.get(p.index as usize) != Some(p))
-        .collect();
-    let hazards: Vec<_> = new
-        .hazard_sources
-        .iter()
-        .filter(|h| old.hazard_sources.get(h.index as usize) != Some(h))
-        .collect();
-    let alarms_changed = old.alarms != new.alarms;
-    let mut frames = Vec::new();
-    if alarms_changed || !hazards.is_empty() || old.flood != new.flood {
-        let mut v = json!({
-            "type": "delta",
-            "seq": new.seq,
-            "ts": new.ts,
-            "points": [],
-            "hazard_sources": hazards,
-            "alarms_per_10min": new.alarms_per_10min,
-            "flood": new.flood,
-        });
-        if alarms_changed {
-            if let Some(o) = v.as_object_mut() {
-                o.insert("alarms".into(), json!(new.alarms));
-            }
-        }
-        frames.push(v);
+/// Send the table as a `snapshot` frame; returns its `seq` (frames at or below it
+/// are already in it).
+async fn send_snapshot(socket: &mut WebSocket, s: &ApiState) -> Option<u64> {
+    #[derive(serde::Serialize)]
+    struct First<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        #[serde(flatten)]
+        snapshot: &'a Snapshot,
     }
-    if !points.is_empty() {
-        frames.push(json!({
-            "type": "delta",
-            "seq": new.seq,
-            "ts": new.ts,
-            "points": points,
-            "hazard_sources": [],
-            "alarms_per_10min": new.alarms_per_10min,
-            "flood": new.flood,
-        }));
+    let snap = s.live.borrow().clone();
+    // Straight to text: a JSON value tree of 10,000 points would cost ten times more.
+    let text = serde_json::to_string(&First {
+        kind: "snapshot",
+        snapshot: &snap,
+    })
+    .ok()?;
+    let seq = snap.seq;
+    drop(snap);
+    socket.send(Message::Text(text.into())).await.ok()?;
+    Some(seq)
+}
+
+/// What to do with one received frame.
+enum Next {
+    Send(Arc<Delta>),
+    Skip,
+    /// The client fell more than a channel's worth behind: start again from the table.
+    Resync,
+    /// The engine task ended.
+    Close,
+}
+
+fn next(r: Result<Arc<Delta>, RecvError>, base: u64) -> Next {
+    match r {
+        Ok(d) if d.seq > base => Next::Send(d),
+        Ok(_) => Next::Skip,
+        Err(RecvError::Lagged(_)) => Next::Resync,
+        Err(RecvError::Closed) => Next::Close,
     }
-    frames
 }
 
 async fn stream(mut socket: WebSocket, s: ApiState) {
-    let mut rx = s.live.clone();
-    let mut last: Arc<Snapshot> = rx.borrow_and_update().clone();
-    let mut first = match serde_json::to_value(&*last) {
-        Ok(v) => v,
-        Err(_) => return,
-    };
-    if let Some(o) = first.as_object_mut() {
-        o.insert("type".into(), json!("snapshot"));
-    }
-    if socket
-        .send(Message::Text(first.to_string().into()))
-        .await
-        .is_err()
-    {
+    // Subscribe first, then read the table: every frame newer than the table's seq
+    // is then in the subscription (see `gateway/live.rs`).
+    let Some(mut sub) = s.feed.subscribe() else {
+        let _ = socket.send(Message::Close(None)).await;
         return;
-    }
+    };
+    let Some(mut base) = send_snapshot(&mut socket, &s).await else {
+        return;
+    };
     loop {
-        tokio::select! {
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    let _ = socket.send(Message::Close(None)).await;
-                    return;
-                }
-                let new = rx.borrow_and_update().clone();
-                for d in delta(&last, &new) {
-                    if socket.send(Message::Text(d.to_string().into())).await.is_err() {
-                        return;
-                    }
-                }
-                last = new;
-            }
+        // Alarm frames first: one waiting overtakes value frames not yet sent.
+        let step = tokio::select! {
+            biased;
+            r = sub.alarms.recv() => next(r, base),
+            r = sub.values.recv() => next(r, base),
             msg = socket.recv() => match msg {
                 // Clients only ping or close; anything else is ignored.
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => Next::Skip,
             },
+        };
+        match step {
+            Next::Send(d) => {
+                let Ok(text) = Utf8Bytes::try_from(d.json()) else {
+                    continue;
+                };
+                if socket.send(Message::Text(text)).await.is_err() {
+                    return;
+                }
+            }
+            Next::Skip => {}
+            Next::Resync => {
+                s.metrics
+                    .ws_resyncs
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match send_snapshot(&mut socket, &s).await {
+                    Some(seq) => base = seq,
+                    None => return,
+                }
+            }
+            Next::Close => {
+                let _ = socket.send(Message::Close(None)).await;
+                return;
+            }
         }
     }
 }

@@ -21,6 +21,10 @@ pub struct ApiMetrics {
     pub failed_logins: AtomicU64,
     pub audit_failures: AtomicU64,
     pub ws_clients: AtomicU64,
+    /// WebSocket clients that fell behind the live stream and got a fresh snapshot.
+    pub ws_resyncs: AtomicU64,
+    /// Requests refused by the per-client rate limit.
+    pub rate_limited: AtomicU64,
 }
 
 fn esc(s: &str) -> String {
@@ -96,10 +100,22 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
         s.metrics.audit_failures.load(Ordering::Relaxed) as f64,
     );
     g(
+        "hazgate_api_rate_limited_total",
+        "counter",
+        "Requests refused with 429 by the per-client rate limit.",
+        s.metrics.rate_limited.load(Ordering::Relaxed) as f64,
+    );
+    g(
         "hazgate_ws_clients",
         "gauge",
         "Connected WebSocket clients.",
         s.metrics.ws_clients.load(Ordering::Relaxed) as f64,
+    );
+    g(
+        "hazgate_ws_resyncs_total",
+        "counter",
+        "WebSocket clients that fell behind the live stream and were sent a fresh snapshot.",
+        s.metrics.ws_resyncs.load(Ordering::Relaxed) as f64,
     );
     if let Some(store) = &s.store {
         let st = store.writer.status();

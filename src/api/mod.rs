@@ -1,7 +1,8 @@
 //! The dispatch-room HTTP API, the WebSocket live stream and the dashboard.
 //!
 //! ```text
-//!  engine task ──watch(Arc<Snapshot>)──► GET /api/v1/points, /alarms, /hazard-sources, WS /api/v1/live
+//!  engine task ──watch(Arc<Snapshot>)──► GET /api/v1/points, /alarms, /hazard-sources, WS snapshot
+//!              ──broadcast(Delta)───────► WS /api/v1/live (alarm frames ahead of value frames)
 //!              ◄──control (bounded)───── POST …/ack, …/shelve, …/unshelve, …/out-of-service
 //!  store (SQLite, read-only connections) ► history, alarm history, audit
 //! ```
@@ -18,7 +19,11 @@
 //! - no CORS headers are sent (cross-origin reads are refused by browsers), the
 //!   WebSocket `Origin` must be the API's own host, every answer carries a CSP;
 //! - bodies are limited to [`MAX_BODY_BYTES`]; bad input gets a 4xx with a JSON
-//!   `{"error": "…"}` message.
+//!   `{"error": "…"}` message;
+//! - every request counts against its client's token bucket ([`RateLimit`]); over it
+//!   the answer is 429 with `Retry-After`;
+//! - with `[api] tls_cert`/`tls_key` the same router is served over HTTPS
+//!   ([`serve_tls`], [`TlsListener`]), and the live stream over WSS.
 //!
 //! `router(state)` builds everything; tests drive it with `oneshot`, no socket.
 
@@ -30,11 +35,15 @@ mod handlers;
 mod history;
 mod live;
 mod metrics;
+mod ratelimit;
+mod tls;
 
 pub use auth::{hash_token, Principal, TokenEntry, Tokens};
 pub use catalog::{Catalog, DeviceInfo, HazardInfo, PointInfo};
+pub use ratelimit::{RateLimit, RateLimiter};
+pub use tls::TlsListener;
 
-use crate::gateway::{Control, LiveState, Running};
+use crate::gateway::{Control, LiveFeed, LiveState, Running};
 use crate::sources::modbus::poller::DeviceStats;
 use crate::sources::mqtt::MqttStats;
 use crate::store::StoreWriter;
@@ -42,7 +51,9 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 use axum::Router;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -125,6 +136,7 @@ pub struct ApiState {
     pub catalog: Arc<Catalog>,
     pub control: Control,
     pub live: LiveState,
+    pub feed: LiveFeed,
     pub tokens: Arc<Tokens>,
     pub store: Option<StoreAccess>,
     pub devices: Arc<Vec<(String, Arc<DeviceStats>)>>,
@@ -133,6 +145,8 @@ pub struct ApiState {
     /// The safety actions' live state and counters.
     pub actions: crate::gateway::ActionsLive,
     pub action_stats: Arc<crate::gateway::ActionStats>,
+    /// Per-client request limit over every route.
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl ApiState {
@@ -147,6 +161,7 @@ impl ApiState {
             catalog: Arc::new(catalog),
             control: running.control.clone(),
             live: running.live.clone(),
+            feed: running.feed.clone(),
             tokens: Arc::new(tokens),
             store,
             devices: Arc::new(running.device_stats.clone()),
@@ -154,7 +169,14 @@ impl ApiState {
             metrics: Arc::new(metrics::ApiMetrics::default()),
             actions: running.actions.clone(),
             action_stats: running.action_stats.clone(),
+            limiter: Arc::new(RateLimiter::new(RateLimit::default())),
         }
+    }
+
+    /// The same state with another request limit (`[api] rate_limit_*`).
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> ApiState {
+        self.limiter = Arc::new(RateLimiter::new(limit));
+        self
     }
 }
 
@@ -196,6 +218,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/app.css", get(assets::app_css))
         .fallback(handlers::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ratelimit::limit,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(state)
 }
@@ -225,15 +251,38 @@ async fn security_headers(mut resp: Response) -> Response {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            while !*shutdown.borrow() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
-            }
-        })
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(shutdown))
+    .await
+}
+
+/// Serve the router over HTTPS (and WSS) on `listener` until `shutdown` turns true.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    state: ApiState,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    // `tap_io` only so axum hands the peer address (`ConnectInfo<SocketAddr>`) of a
+    // listener of our own to the rate limit.
+    let listener = TlsListener::new(listener, tls)?.tap_io(|_| {});
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(shutdown))
+    .await
+}
+
+async fn stopped(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            break;
+        }
+    }
 }

@@ -900,10 +900,33 @@ pub struct ApiConfig {
     /// and `/metrics`).
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Serve HTTPS (and WSS) with this PEM certificate chain, leaf first; needs
+    /// `tls_key`. Default: none (plain HTTP).
+    #[serde(default)]
+    pub tls_cert: Option<String>,
+    /// The PEM private key of `tls_cert` (PKCS#8, PKCS#1 or SEC1). Default: none.
+    #[serde(default)]
+    pub tls_key: Option<String>,
+    /// Requests each client IP address may make per second, on average, to any
+    /// route; more get 429 with `Retry-After`. 0 turns the limit off. Default: 50.
+    #[serde(default = "default_rate_limit_per_s")]
+    pub rate_limit_per_s: f64,
+    /// Requests a client may make at once after a quiet spell (the bucket size, ≥ 1).
+    /// Default: 100.
+    #[serde(default = "default_rate_limit_burst")]
+    pub rate_limit_burst: u32,
 }
 
 fn default_listen() -> String {
     "127.0.0.1:8080".to_owned()
+}
+
+fn default_rate_limit_per_s() -> f64 {
+    50.0
+}
+
+fn default_rate_limit_burst() -> u32 {
+    100
 }
 
 impl Default for ApiConfig {
@@ -911,6 +934,10 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: default_listen(),
             tokens: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            rate_limit_per_s: default_rate_limit_per_s(),
+            rate_limit_burst: default_rate_limit_burst(),
         }
     }
 }

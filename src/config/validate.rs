@@ -1331,6 +1331,56 @@ fn check_api(c: &mut Checker) {
             ),
         );
     }
+    let mut readable = true;
+    for (key, file) in [("tls_cert", &api.tls_cert), ("tls_key", &api.tls_key)] {
+        let Some(file) = file else { continue };
+        if file.trim().is_empty() {
+            c.non_empty(file, path.key(key));
+            readable = false;
+        } else if let Err(e) = std::fs::File::open(file) {
+            c.report(
+                Problem::Value,
+                path.key(key),
+                format!("cannot read `{file}`: {e}"),
+            );
+            readable = false;
+        }
+    }
+    match (&api.tls_cert, &api.tls_key) {
+        (Some(_), None) => c.report(
+            Problem::Missing,
+            path.key("tls_key"),
+            "`tls_cert` needs `tls_key` (the certificate's private key)",
+        ),
+        (None, Some(_)) => c.report(
+            Problem::Missing,
+            path.key("tls_cert"),
+            "`tls_key` needs `tls_cert`",
+        ),
+        (Some(cert), Some(key)) if readable => {
+            if let Err(e) = crate::tls::server_config(cert, key) {
+                c.report(Problem::Value, path.key("tls_cert"), e.to_string());
+            }
+        }
+        _ => {}
+    }
+    if !(api.rate_limit_per_s.is_finite() && api.rate_limit_per_s >= 0.0) {
+        c.report(
+            Problem::Value,
+            path.key("rate_limit_per_s"),
+            format!(
+                "must be a number of requests per second ≥ 0 (0 turns the limit off), found {}",
+                api.rate_limit_per_s
+            ),
+        );
+    }
+    if api.rate_limit_burst == 0 {
+        c.report(
+            Problem::Value,
+            path.key("rate_limit_burst"),
+            "must be at least 1",
+        );
+    }
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut hashes: HashMap<String, usize> = HashMap::new();
     for (i, token) in api.tokens.iter().enumerate() {

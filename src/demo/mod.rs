@@ -11,7 +11,10 @@
 //! The simulated site ([`SCENARIO`]) runs a coal heading gas surge through alarm and
 //! power cut, a water inrush in the sump, a broken CH4 sensor, a tank over-pressure and
 //! a combustible leak, all within two minutes and then again. The sensors are read over
-//! Modbus only: no embedded MQTT broker is started (rumqttd would double the build).
+//! Modbus only: no embedded MQTT broker is started. rumqttd 0.20, even with its default
+//! features off, brings 69 crates this build does not have (a second axum and hyper,
+//! a second `config` with JSON5, RON, YAML and INI parsers, a Prometheus exporter),
+//! too much for a demo on a two-core build machine.
 //!
 //! Tokens are generated fresh at every start from the OS random source and printed;
 //! only their SHA-256 is kept.
