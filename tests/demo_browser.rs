@@ -238,6 +238,25 @@ async fn dashboard_acknowledges_a_scenario_alarm_in_headless_chromium() {
     cdp.eval("document.getElementById('lang').click(); true")
         .await;
 
+    // The power-cut control panel lists the demo's safety action.
+    let t2 = Instant::now();
+    loop {
+        let row = cdp
+            .eval("(() => { const p = document.getElementById('actions-panel'); const r = document.querySelector('#action-body tr[data-action=\"cut-2203\"]'); return p && !p.classList.contains('hidden') && r ? r.textContent : ''; })()")
+            .await;
+        if row
+            .as_str()
+            .is_some_and(|r| r.contains("2203 掘进工作面断电"))
+        {
+            break;
+        }
+        assert!(
+            t2.elapsed() < Duration::from_secs(10),
+            "no safety action on the board: {row}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Keep a picture of the board.
     let shot = cdp
         .call("Page.captureScreenshot", json!({ "format": "png" }))

@@ -1,6 +1,7 @@
 //! `hazgate demo` in-process: the farm, gateway, store and HTTP server start with no
 //! outside service, a scenario alarm appears on the API within its first minute, and
-//! an acknowledgement over HTTP is stored and audited.
+//! an acknowledgement over HTTP is stored and audited, and the heading's gas surge cuts
+//! and restores the heading's power through the configured safety action.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use hazgate::demo::{Demo, DemoOptions};
@@ -134,5 +135,46 @@ async fn demo_raises_alarms_that_can_be_acknowledged_over_http() {
         .await
         .unwrap();
     assert!(html.contains("调度室"));
+
+    // The heading's methane passes 1.5 %: the safety action cuts the heading's power,
+    // the relay's feed confirms it (no 馈电异常), and below 1.0 % the power comes back.
+    let action = |v: &Value| v["actions"][0].clone();
+    let t0 = Instant::now();
+    loop {
+        let a = action(
+            &get(
+                &client,
+                &format!("{base}/api/v1/actions"),
+                &demo.viewer_token,
+            )
+            .await,
+        );
+        assert_eq!(a["id"], "cut-2203");
+        if a["cut"] == true && a["relays"][0]["feed"] == false {
+            assert_eq!(a["ok"], true, "{a}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no cut within 60 s: {a}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    loop {
+        let a = action(
+            &get(
+                &client,
+                &format!("{base}/api/v1/actions"),
+                &demo.viewer_token,
+            )
+            .await,
+        );
+        if a["cut"] == false && a["relays"][0]["feed"] == true {
+            assert_eq!(a["ok"], true, "{a}");
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(90), "not restored: {a}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     demo.shutdown().await;
 }

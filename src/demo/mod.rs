@@ -4,8 +4,9 @@
 //!  hazgate-sim farm (in-process, 127.0.0.1:ephemeral, looping 120 s timeline)
 //!     │ Modbus TCP / RTU over TCP
 //!     ▼
-//!  gateway (sources → engine) ──► embedded store (temp dir) ──► HTTP API + dashboard
-//!     └─ heading power-cut alarm ──► relay task ──► coil write back to the farm
+//!  gateway (sources → engine → safety action) ──► embedded store (temp dir) ──► HTTP API + dashboard
+//!     └─ heading methane ≥ 1.5 % ──► action `cut-2203` ──► coil write back to the farm,
+//!        feed (馈电) checked, restored below 1.0 %
 //! ```
 //!
 //! The simulated site ([`SCENARIO`]) runs a coal heading gas surge through alarm and
@@ -21,26 +22,18 @@
 
 use crate::api::{self, ApiState, Catalog, StoreAccess, TokenEntry, Tokens};
 use crate::config::{Config, Role};
-use crate::engine::{EngineSpec, Event, Transition};
-use crate::gateway::{self, Outputs, Plan, Running, StoreOutputs};
-use crate::model::Reading;
-use crate::sources::modbus::poller::{Write, WriteHandle};
+use crate::gateway::{self, Plan, Running, StoreOutputs};
 use crate::store::{Store, StoreWriter};
 use hazgate_sim::farm::{Farm, FarmHandle, FarmOptions};
 use hazgate_sim::scenario::Scenario;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// The simulated site.
 pub const SCENARIO: &str = include_str!("scenario.toml");
 /// The gateway configuration template for it.
 pub const CONFIG: &str = include_str!("config.toml");
-
-/// The point whose power-cut grade opens the heading relay, and where the relay is.
-const CUT_POINT: &str = "CH4-2203-T1";
-const CUT_DEVICE: &str = "KJ-SUB-2203";
-const CUT_COIL: u16 = 0;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DemoError {
@@ -96,7 +89,6 @@ pub struct Demo {
     farm: FarmHandle,
     store_task: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    relay: tokio::task::JoinHandle<()>,
 }
 
 fn random_token() -> Result<String, DemoError> {
@@ -109,81 +101,6 @@ fn random_token() -> Result<String, DemoError> {
             source,
         })?;
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The store outputs, plus the heading power cut: a power-cut alarm of
-/// [`CUT_POINT`] asks the relay task to open the feed; its end closes it again.
-struct DemoOutputs {
-    store: StoreOutputs,
-    cut_point: Option<u32>,
-    relay: mpsc::Sender<bool>,
-    /// Relay commands that could not be queued (the relay task is behind).
-    relay_dropped: u64,
-}
-
-impl Outputs for DemoOutputs {
-    async fn readings(&mut self, readings: Vec<Reading>) {
-        self.store.readings(readings).await;
-    }
-
-    async fn events(&mut self, spec: &EngineSpec, events: &[Event]) {
-        self.store.events(spec, events).await;
-        for e in events {
-            let Event::Alarm(a) = e else { continue };
-            if Some(a.alarm.point.0) != self.cut_point {
-                continue;
-            }
-            let cut = match a.transition {
-                Transition::Raised | Transition::Escalated | Transition::DeEscalated => {
-                    Some(a.alarm.power_cut)
-                }
-                Transition::ReturnedToNormal
-                | Transition::Cleared
-                | Transition::RemovedFromService => Some(false),
-                _ => None,
-            };
-            if let Some(cut) = cut {
-                if self.relay.try_send(cut).is_err() {
-                    self.relay_dropped += 1;
-                    tracing::error!(
-                        dropped = self.relay_dropped,
-                        "relay command queue full: power-cut command not sent"
-                    );
-                }
-            }
-        }
-    }
-
-    async fn flush(&mut self) {
-        self.store.flush().await;
-    }
-}
-
-async fn relay_task(writer: WriteHandle, mut rx: mpsc::Receiver<bool>) {
-    let mut state = None;
-    while let Some(cut) = rx.recv().await {
-        if state == Some(cut) {
-            continue;
-        }
-        match writer
-            .write(
-                CUT_DEVICE,
-                Write::Coil {
-                    address: CUT_COIL,
-                    value: cut,
-                },
-            )
-            .await
-        {
-            Ok(()) => {
-                state = Some(cut);
-                tracing::warn!(device = CUT_DEVICE, cut, "heading power-cut relay written");
-            }
-            Err(e) => {
-                tracing::error!(device = CUT_DEVICE, error = %e, "power-cut relay write failed")
-            }
-        }
-    }
 }
 
 impl Demo {
@@ -241,20 +158,13 @@ impl Demo {
         store.register_points(&config.point_meta(&plan.spec))?;
         let first_alarm_id = store.next_alarm_id()?;
         let (writer, store_task) = StoreWriter::spawn(store);
-        let (relay_tx, relay_rx) = mpsc::channel(16);
-        let outputs = DemoOutputs {
-            store: StoreOutputs {
-                writer: writer.clone(),
-                wake: Vec::new(),
-                lost: 0,
-            },
-            cut_point: catalog.point_index(CUT_POINT),
-            relay: relay_tx,
-            relay_dropped: 0,
+        let outputs = StoreOutputs {
+            writer: writer.clone(),
+            wake: Vec::new(),
+            lost: 0,
         };
         let (stop, shutdown) = watch::channel(false);
         let running = gateway::start(plan, outputs, shutdown.clone(), first_alarm_id);
-        let relay = tokio::spawn(relay_task(running.writer.clone(), relay_rx));
 
         let admin_token = random_token()?;
         let operator_token = random_token()?;
@@ -308,7 +218,6 @@ impl Demo {
             farm,
             store_task,
             server,
-            relay,
         })
     }
 
@@ -322,7 +231,6 @@ impl Demo {
             Ok(Ok(())) => {}
         }
         self.running.join().await;
-        let _ = self.relay.await;
         let _ = self.store_task.await;
         self.farm.shutdown().await;
         if let Some(dir) = self.temp_dir {
