@@ -306,3 +306,187 @@ fn failed_writes_are_retried_and_become_a_fault_after_two_seconds() {
         "written on a retry: the fault returns to normal"
     );
 }
+
+/// One cut range of two relays — a coil and a holding register — on one action.
+fn two_relay_controller() -> (Engine, Controller) {
+    let feed = |id: &str| {
+        let mut p = point(id, PointKind::Switch, (0.0, 1.0), vec![]);
+        p.grades.clear();
+        p
+    };
+    let status = point(
+        "action:range",
+        PointKind::Switch,
+        (0.0, 1.0),
+        vec![low("馈电异常", 0.0, 0.5, hazgate::model::Colour::Red)],
+    );
+    let cut = point(
+        "cut:range",
+        PointKind::Switch,
+        (0.0, 1.0),
+        vec![high("断电", 1.0, 0.5, hazgate::model::Colour::Red)],
+    );
+    let methane = methane_t1("CH4");
+    let grades = methane
+        .grades
+        .iter()
+        .enumerate()
+        .filter(|(_, g)| g.power_cut)
+        .map(|(k, _)| k as u16)
+        .collect();
+    let engine = Engine::new(
+        spec(vec![methane, feed("FEED-A"), feed("FEED-B"), status, cut]),
+        Timestamp(0),
+        1,
+    );
+    let relay = |target, cut_value, restore_value, feedback| RelaySpec {
+        device: "kj".into(),
+        target,
+        cut_value,
+        restore_value,
+        feedback: Some(feedback),
+        feedback_timeout_ms: 1_000,
+    };
+    let ctl = Controller::new(vec![ActionSpec {
+        id: "range".into(),
+        name: "face and return airway".into(),
+        triggers: vec![Trigger { point: CH4, grades }],
+        lockout: vec![],
+        restore: Restore::Auto,
+        relays: vec![
+            relay(RelayTarget::Coil(4), 1, 0, PointId(1)),
+            relay(RelayTarget::Holding(10), 0xA5, 0x5A, PointId(2)),
+        ],
+        status_point: PointId(3),
+        cut_point: PointId(4),
+    }]);
+    (engine, ctl)
+}
+
+fn step(engine: &mut Engine, ctl: &mut Controller, p: u32, t: i64, v: f64) -> Vec<Output> {
+    let mut events = vec![];
+    let r = engine.on_reading(
+        Reading {
+            point: PointId(p),
+            ts: Timestamp(t),
+            value: v,
+            quality: Quality::Good,
+        },
+        &mut events,
+    );
+    let mut out = vec![];
+    for e in &events {
+        ctl.on_event(e, Timestamp(t), &mut out);
+    }
+    ctl.on_reading(&r, Timestamp(t), &mut out);
+    out
+}
+
+fn writes(out: &[Output]) -> Vec<Write> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Write { write, .. } => Some(write.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn status_value(out: &[Output], p: u32) -> Option<f64> {
+    out.iter().rev().find_map(|o| match o {
+        Output::Status(r) if r.point == PointId(p) => Some(r.value),
+        _ => None,
+    })
+}
+
+#[test]
+fn one_cut_writes_every_relay_of_the_range_and_a_feed_that_returns_unbidden_is_a_fault() {
+    let (mut engine, mut ctl) = two_relay_controller();
+    step(&mut engine, &mut ctl, 1, 0, 1.0);
+    step(&mut engine, &mut ctl, 2, 0, 1.0);
+    let out = step(&mut engine, &mut ctl, 0, 1_000, 1.7);
+    assert_eq!(
+        writes(&out),
+        vec![
+            Write::Coil {
+                address: 4,
+                value: true
+            },
+            Write::Register {
+                address: 10,
+                value: 0xA5
+            },
+        ],
+        "both relays of the cut range, in the same step"
+    );
+    assert_eq!(status_value(&out, 4), Some(1.0), "cut:range reads 1");
+    for (k, o) in out.iter().enumerate() {
+        if let Output::Write {
+            action,
+            relay,
+            command,
+            ..
+        } = o
+        {
+            let mut more = vec![];
+            ctl.write_result(
+                *action,
+                *relay,
+                *command,
+                Ok(()),
+                Timestamp(1_000 + k as i64),
+                &mut more,
+            );
+        }
+    }
+    // Both feeds drop: confirmed, no fault.
+    step(&mut engine, &mut ctl, 1, 1_500, 0.0);
+    let out = step(&mut engine, &mut ctl, 2, 1_500, 0.0);
+    assert_eq!(status_value(&out, 3), None, "no change of the status point");
+    let view = &ctl.view()[0];
+    assert!(view.cut && view.ok, "{view:?}");
+    // The return airway's feed comes back while the cut stands: 馈电异常.
+    let out = step(&mut engine, &mut ctl, 2, 2_000, 1.0);
+    assert_eq!(status_value(&out, 3), Some(0.0), "{out:?}");
+    assert!(ctl.view()[0].relays[1].feedback_fault);
+    // Gas falls below the restore level: both relays are restored.
+    let out = step(&mut engine, &mut ctl, 0, 3_000, 0.8);
+    assert_eq!(
+        writes(&out),
+        vec![
+            Write::Coil {
+                address: 4,
+                value: false
+            },
+            Write::Register {
+                address: 10,
+                value: 0x5A
+            },
+        ]
+    );
+    assert_eq!(status_value(&out, 4), Some(0.0), "cut:range reads 0");
+}
+
+#[test]
+fn a_write_answer_of_an_older_command_is_ignored() {
+    let (mut engine, mut ctl) = two_relay_controller();
+    let cut = step(&mut engine, &mut ctl, 0, 1_000, 1.7);
+    let restore = step(&mut engine, &mut ctl, 0, 1_200, 0.5);
+    let command_of = |out: &[Output]| {
+        out.iter()
+            .find_map(|o| match o {
+                Output::Write {
+                    command, relay: 0, ..
+                } => Some(*command),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let (old, new) = (command_of(&cut), command_of(&restore));
+    assert_ne!(old, new);
+    let mut out = vec![];
+    // The cut's write answers late: it says nothing about the restore.
+    ctl.write_result(0, 0, old, Ok(()), Timestamp(1_300), &mut out);
+    assert!(!ctl.view()[0].relays[0].written);
+    ctl.write_result(0, 0, new, Ok(()), Timestamp(1_350), &mut out);
+    assert!(ctl.view()[0].relays[0].written);
+}
