@@ -1,5 +1,5 @@
-//! `hazgate demo` in-process: the farm, gateway, store and HTTP server start with no
-//! outside service, a scenario alarm appears on the API within its first minute, and
+//! `hazgate demo` in-process: the farm, the embedded MQTT broker, gateway, store and
+//! HTTP server start with no outside service, a sensor fed over MQTT has live values, a scenario alarm appears on the API within its first minute, and
 //! an acknowledgement over HTTP is stored and audited, and the heading's gas surge cuts
 //! and restores the heading's power through the configured safety action.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -70,6 +70,24 @@ async fn demo_raises_alarms_that_can_be_acknowledged_over_http() {
         .filter(|p| p["quality"] == "good")
         .count();
     assert!(good >= 5, "points read over Modbus: {points}");
+    // The wireless detector arrives over MQTT, through the embedded broker.
+    let t1 = Instant::now();
+    loop {
+        let p = get(
+            &client,
+            &format!("{base}/api/v1/points/LEL-DIKE"),
+            &demo.viewer_token,
+        )
+        .await;
+        if p["live"]["quality"] == "good" && p["live"]["value"].as_f64().is_some() {
+            break;
+        }
+        assert!(
+            t1.elapsed() < Duration::from_secs(20),
+            "no MQTT reading of LEL-DIKE: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let devices = get(
         &client,
         &format!("{base}/api/v1/devices"),

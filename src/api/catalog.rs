@@ -130,9 +130,11 @@ impl Catalog {
                 id: d.id.clone(),
                 name: d.name.clone(),
                 protocol: d.protocol.as_str().to_owned(),
-                address: match (&d.host, d.port) {
-                    (Some(h), Some(p)) => format!("{h}:{p}"),
-                    (Some(h), None) => h.clone(),
+                address: match (&d.host, d.port, &d.broker, &d.serial_port) {
+                    (Some(h), Some(p), _, _) => format!("{h}:{p}"),
+                    (Some(h), None, _, _) => h.clone(),
+                    (None, _, Some(broker), _) => broker.clone(),
+                    (None, _, None, Some(serial)) => serial.clone(),
                     _ => String::new(),
                 },
             })

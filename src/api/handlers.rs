@@ -538,6 +538,9 @@ pub async fn devices(State(s): State<ApiState>, h: HeaderMap) -> ApiResult {
             obj.insert("last_error".into(), json!(last_error));
         }
         if let (Some(obj), Some(st)) = (v.as_object_mut(), mqtt) {
+            let last_error = st.last_error.lock().ok().and_then(|g| g.clone());
+            obj.insert("online".into(), json!(st.online.load(Ordering::Relaxed)));
+            obj.insert("last_error".into(), json!(last_error));
             obj.insert(
                 "messages".into(),
                 json!(st.messages.load(Ordering::Relaxed)),

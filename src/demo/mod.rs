@@ -11,14 +11,15 @@
 //!
 //! The simulated site ([`SCENARIO`]) runs a coal heading gas surge through alarm and
 //! power cut, a water inrush in the sump, a broken CH4 sensor, a tank over-pressure and
-//! a combustible leak, all within two minutes and then again. The sensors are read over
-//! Modbus only: no embedded MQTT broker is started. rumqttd 0.20, even with its default
-//! features off, brings 69 crates this build does not have (a second axum and hyper,
-//! a second `config` with JSON5, RON, YAML and INI parsers, a Prometheus exporter),
-//! too much for a demo on a two-core build machine.
+//! a combustible leak, all within two minutes and then again. Most sensors are read
+//! over Modbus; a wireless combustible-gas detector at the tank dike publishes JSON
+//! over MQTT (hazgate-sim's publisher) to an embedded broker ([`broker`], rumqttd on a
+//! loopback port) that the gateway subscribes to.
 //!
 //! Tokens are generated fresh at every start from the OS random source and printed;
 //! only their SHA-256 is kept.
+
+mod broker;
 
 use crate::api::{self, ApiState, Catalog, StoreAccess, TokenEntry, Tokens};
 use crate::config::{Config, Role};
@@ -41,6 +42,10 @@ pub enum DemoError {
     Scenario(String),
     #[error("starting the simulator farm: {0}")]
     Farm(String),
+    #[error("embedded MQTT broker: {0}")]
+    Broker(String),
+    #[error("simulated MQTT sensors: {0}")]
+    Publisher(String),
     #[error("the farm has no endpoint for `{0}`")]
     NoEndpoint(&'static str),
     #[error("demo configuration: {0}")]
@@ -87,6 +92,7 @@ pub struct Demo {
     stop: watch::Sender<bool>,
     running: Running,
     farm: FarmHandle,
+    publisher: hazgate_sim::mqtt::PublisherHandle,
     store_task: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -117,6 +123,20 @@ impl Demo {
         )
         .await
         .map_err(|e| DemoError::Farm(e.to_string()))?;
+        let broker = tokio::task::spawn_blocking(broker::start)
+            .await
+            .map_err(|e| DemoError::Broker(e.to_string()))??;
+        let publisher = hazgate_sim::mqtt::Publisher::start(
+            &scenario,
+            hazgate_sim::mqtt::PublisherOptions {
+                host: broker.ip().to_string(),
+                port: broker.port(),
+                client_id: "hazgate-demo-sensors".into(),
+                clock: Some(farm.clock().clone()),
+                ..hazgate_sim::mqtt::PublisherOptions::default()
+            },
+        )
+        .map_err(|e| DemoError::Publisher(e.to_string()))?;
         let port = |d: &'static str| {
             farm.addr_of(d)
                 .map(|a| a.port())
@@ -140,6 +160,7 @@ impl Demo {
             .replace("@PUMP@", &port("pump-house")?.to_string())
             .replace("@PLC@", &port("tank-plc")?.to_string())
             .replace("@SERIAL@", &port("lel-detector-1")?.to_string())
+            .replace("@MQTT@", &broker.port().to_string())
             .replace("@DB@", &db.display().to_string().replace('\\', "\\\\"));
         let config = Config::from_toml_str(&text, "demo.toml").map_err(|e| match e {
             crate::config::ConfigError::Invalid(d) => DemoError::Config(
@@ -216,6 +237,7 @@ impl Demo {
             stop,
             running,
             farm,
+            publisher,
             store_task,
             server,
         })
@@ -232,6 +254,7 @@ impl Demo {
         }
         self.running.join().await;
         let _ = self.store_task.await;
+        self.publisher.shutdown().await;
         self.farm.shutdown().await;
         if let Some(dir) = self.temp_dir {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
