@@ -11,7 +11,8 @@
 //!                                   quality → graded thresholds     (SQLite)      (InfluxDB,
 //!                                   → alarm states → risk colour                   province uplink)
 //!                                                        └──► live state (watch + broadcast) ──► API / WebSocket / dashboard
-//!                                   ◄── control channel (ack, shelve, out of service) ── API
+//!                                   ◄── control channel (ack, shelve, out of service, manual cut) ── API
+//!                                   └──► safety actions (same task) ──► relay writes (Modbus)
 //! ```
 //!
 //! ## Modules
@@ -36,10 +37,11 @@
 //!   alarm and value changes broadcast as they happen).
 //! - [`api`]: the HTTP API under `/api/v1` (bearer tokens with roles, audit), the
 //!   WebSocket live stream, `/healthz`, `/readyz`, `/metrics` and the dashboard.
-//! - [`demo`]: `hazgate demo` — simulator farm, gateway, store and dashboard in one
-//!   process.
-//! - [`actions`]: the pure safety-action controller — power cut on a cut grade, feed
-//!   (馈电) feedback check, fault lockout, manual cut and release.
+//! - [`demo`]: `hazgate demo` — simulator farm, embedded MQTT broker, gateway, store
+//!   and dashboard in one process.
+//! - [`actions`]: the safety-action controller (pure; run by the engine task) — power
+//!   cut on a cut grade, feed (馈电) feedback check, fault lockout, manual cut and
+//!   release — and its compilation from `[[actions]]`.
 //! - [`replay`]: feed recorded readings (CSV) through the engine and print the events,
 //!   to check thresholds against real data before they go live.
 //! - [`store`]: the durable log (SQLite, WAL): readings on change + heartbeat, 5-minute
@@ -48,8 +50,10 @@
 //!   (line protocol over `/api/v2/write` or `/write`).
 //! - [`tls`]: the one TLS client builder (rustls on `ring`) for MQTT and HTTPS.
 //! - [`uplink`]: the feed to the provincial supervision platform — alarm transitions
-//!   first, real-time values and a heartbeat, read from the log by its own cursor and
-//!   sent over MQTT (QoS 1) or HTTP(S) (optionally SM4-encrypted), as JSON or KJ text.
+//!   first, real-time values, 5-minute statistics and a heartbeat, read from the log by
+//!   its own cursors and sent over MQTT (QoS 1) or HTTP(S) (optionally SM4-encrypted),
+//!   as JSON or KJ text; the same machinery, filtered, carries `[[linkage]]`
+//!   notifications to site systems.
 
 pub mod actions;
 pub mod api;
