@@ -13,7 +13,7 @@
 //! power cut, a water inrush in the sump, a broken CH4 sensor, a tank over-pressure and
 //! a combustible leak, all within two minutes and then again. Most sensors are read
 //! over Modbus; a wireless combustible-gas detector at the tank dike publishes JSON
-//! over MQTT (hazgate-sim's publisher) to an embedded broker ([`broker`], rumqttd on a
+//! over MQTT (hazgate-sim's publisher) to an embedded broker (`broker`, rumqttd on a
 //! loopback port) that the gateway subscribes to.
 //!
 //! Tokens are generated fresh at every start from the OS random source and printed;
