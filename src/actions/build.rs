@@ -3,9 +3,10 @@
 
 use super::{ActionSpec, RelaySpec, RelayTarget, Restore, Trigger};
 use crate::config::{ActionConfig, Config, RegisterTable, RestoreMode};
-use crate::engine::{EngineSpec, GradeSpec, PointSpec};
-use crate::model::{Colour, Direction, PointId, PointKind};
+use crate::engine::{EngineSpec, PointSpec};
+use crate::model::{Colour, Direction, PointId};
 use crate::sources::modbus::poller::LinkSpec;
+use crate::sources::push_switch_point;
 
 /// Shortest default feedback timeout: a feed-status relay needs some time to settle.
 const MIN_FEEDBACK_TIMEOUT_MS: u64 = 1_000;
@@ -86,18 +87,21 @@ pub fn actions(config: &Config, spec: &mut EngineSpec, links: &[LinkSpec]) -> Ve
                 }
             })
             .collect();
-        let cut_point = push_point(
+        // `cut:<id>` carries a power-cut grade, so it cannot be shelved.
+        let cut_point = push_switch_point(
             spec,
             format!("cut:{}", action.id),
             "断电",
             Direction::High,
+            Colour::Red,
             true,
         );
-        let status_point = push_point(
+        let status_point = push_switch_point(
             spec,
             format!("action:{}", action.id),
             "馈电异常",
             Direction::Low,
+            Colour::Red,
             false,
         );
         out.push(ActionSpec {
@@ -117,65 +121,45 @@ pub fn actions(config: &Config, spec: &mut EngineSpec, links: &[LinkSpec]) -> Ve
     out
 }
 
-/// Indices of `point`'s grades (engine order) that make `action` cut: the named grade
-/// and every more severe grade of its direction, else the power-cut grades.
-fn trigger_grades(point: &PointSpec, action: &ActionConfig) -> Vec<u16> {
-    let picked = |pred: &dyn Fn(&GradeSpec) -> bool| {
-        point
-            .grades
-            .iter()
+/// One grade as [`cut_grades`] sees it: name, direction, trigger, power cut.
+pub type GradeView<'a> = (&'a str, Direction, f64, bool);
+
+/// Positions of the grades that make an action cut: the grade named `wanted` and every
+/// more severe grade of its direction, else (no name) the power-cut grades. Empty when
+/// there are none. Used on the configured thresholds (by `hazgate check`) and on the
+/// engine's grades (to compile the triggers).
+pub fn cut_grades<'a>(
+    grades: impl Iterator<Item = GradeView<'a>> + Clone,
+    wanted: Option<&str>,
+) -> Vec<u16> {
+    let positions = |keep: &dyn Fn(&GradeView) -> bool| {
+        grades
+            .clone()
             .enumerate()
-            .filter(|(_, g)| pred(g))
+            .filter(|(_, g)| keep(g))
             .map(|(k, _)| k as u16)
             .collect()
     };
-    match &action.grade {
-        None => picked(&|g| g.power_cut),
+    match wanted {
+        None => positions(&|g| g.3),
         Some(name) => {
-            let Some(named) = point.grades.iter().find(|g| &g.name == name) else {
+            let Some(named) = grades.clone().find(|g| g.0 == name) else {
                 return Vec::new();
             };
-            let severity = |g: &GradeSpec| match g.direction {
-                Direction::High => g.trigger,
-                Direction::Low => -g.trigger,
+            let severity = |g: &GradeView| match g.1 {
+                Direction::High => g.2,
+                Direction::Low => -g.2,
             };
-            picked(&|g| g.direction == named.direction && severity(g) >= severity(named))
+            positions(&|g| g.1 == named.1 && severity(g) >= severity(&named))
         }
     }
 }
 
-/// A 0/1 point of the action with one red grade: `断电` while it reads 1 (high, a
-/// power-cut grade, so it cannot be shelved), or `馈电异常` while it reads 0 (low).
-fn push_point(
-    spec: &mut EngineSpec,
-    id: String,
-    grade: &str,
-    direction: Direction,
-    power_cut: bool,
-) -> PointId {
-    let index = PointId(spec.points.len() as u32);
-    let (trigger, restore) = match direction {
-        Direction::High => (1.0, 0.5),
-        Direction::Low => (0.0, 0.5),
-    };
-    spec.points.push(PointSpec {
-        id,
-        kind: PointKind::Switch,
-        range_min: 0.0,
-        range_max: 1.0,
-        grades: vec![GradeSpec {
-            name: grade.to_owned(),
-            direction,
-            trigger,
-            restore,
-            on_delay_ms: 0,
-            off_delay_ms: 0,
-            colour: Colour::Red,
-            power_cut,
-        }],
-        rate: None,
-        stale_after_ms: None,
-        hazard_source: None,
-    });
-    index
+/// [`cut_grades`] of an engine point.
+fn trigger_grades(point: &PointSpec, action: &ActionConfig) -> Vec<u16> {
+    let grades = point
+        .grades
+        .iter()
+        .map(|g| (g.name.as_str(), g.direction, g.trigger, g.power_cut));
+    cut_grades(grades, action.grade.as_deref())
 }

@@ -2,7 +2,7 @@
 //! manual remote cut and release (admin only, audited).
 
 use super::auth::{audit, authorize};
-use super::handlers::{body, control_error, text, ApiResult};
+use super::handlers::{acting_name, body, control_error, text, ApiResult};
 use super::{ApiError, ApiState};
 use crate::config::Role;
 use crate::gateway::Command;
@@ -71,12 +71,7 @@ async fn manual(
     let who = authorize(&s, &h, Role::Admin).await?;
     let b = body(b)?;
     let reason = text(b.reason, "reason", 500, true)?;
-    let name = text(b.name, "name", 64, false)?;
-    let by = if name.is_empty() {
-        who.name.clone()
-    } else {
-        name
-    };
+    let by = acting_name(b.name, &who)?;
     let (command, what) = if cut {
         (Command::ManualCut { action: id.clone() }, "manual_cut")
     } else {

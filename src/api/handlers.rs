@@ -71,6 +71,19 @@ fn point_index(state: &ApiState, id: &str) -> Result<u32, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("no point {id:?}")))
 }
 
+/// The operator a request acts for: the `name` in the body, else the token's holder.
+pub(super) fn acting_name(
+    name: Option<String>,
+    who: &super::Principal,
+) -> Result<String, ApiError> {
+    let name = text(name, "name", 64, false)?;
+    Ok(if name.is_empty() {
+        who.name.clone()
+    } else {
+        name
+    })
+}
+
 pub(super) fn text(
     s: Option<String>,
     what: &str,
@@ -426,12 +439,7 @@ pub async fn shelve(
         ));
     }
     let reason = text(b.reason, "reason", 500, true)?;
-    let name = text(b.name, "name", 64, false)?;
-    let by = if name.is_empty() {
-        who.name.clone()
-    } else {
-        name
-    };
+    let by = acting_name(b.name, &who)?;
     s.control
         .send(Command::Shelve {
             alarm: id,

@@ -216,22 +216,15 @@ impl Config {
             client_key_file: c.client_key_file.clone(),
         };
         let transport = match c.transport {
-            UplinkTransport::Mqtt => {
-                let (host, port, secure) = crate::sources::mqtt::build::parse_broker(&c.url);
-                up::UplinkTransport::Mqtt(up::MqttUplink {
-                    host,
-                    port,
-                    tls: secure.then_some(tls),
-                    client_id: c
-                        .client_id
-                        .clone()
-                        .unwrap_or_else(|| format!("hazgate-{site}")),
-                    username: c.username.clone(),
-                    password: c.password.clone(),
-                    topic_prefix: c.topic_prefix.clone(),
-                    keep_alive_s: 15,
-                })
-            }
+            UplinkTransport::Mqtt => up::UplinkTransport::Mqtt(mqtt_uplink(
+                &c.url,
+                tls,
+                c.client_id
+                    .clone()
+                    .unwrap_or_else(|| format!("hazgate-{site}")),
+                (&c.username, &c.password),
+                &c.topic_prefix,
+            )),
             UplinkTransport::Https => {
                 let sm4 = match (&c.sm4_key_hex, &c.sm4_iv_hex) {
                     (Some(k), Some(iv)) => up::sm4::Sm4Key::from_hex(k, iv).ok(),
@@ -284,20 +277,15 @@ impl Config {
                     client_key_file: None,
                 };
                 let transport = if l.url.starts_with("mqtt") {
-                    let (host, port, secure) = crate::sources::mqtt::build::parse_broker(&l.url);
-                    up::UplinkTransport::Mqtt(up::MqttUplink {
-                        host,
-                        port,
-                        tls: secure.then_some(tls),
-                        client_id: l
-                            .client_id
+                    up::UplinkTransport::Mqtt(mqtt_uplink(
+                        &l.url,
+                        tls,
+                        l.client_id
                             .clone()
                             .unwrap_or_else(|| format!("hazgate-{}-{}", self.site.id, l.id)),
-                        username: l.username.clone(),
-                        password: l.password.clone(),
-                        topic_prefix: l.topic_prefix.clone(),
-                        keep_alive_s: 15,
-                    })
+                        (&l.username, &l.password),
+                        &l.topic_prefix,
+                    ))
                 } else {
                     up::UplinkTransport::Http(up::HttpUplink {
                         url: l.url.clone(),
@@ -328,6 +316,27 @@ impl Config {
                 o
             })
             .collect()
+    }
+}
+
+/// An uplink's MQTT transport to the broker at `url` (`mqtt://` or `mqtts://`).
+fn mqtt_uplink(
+    url: &str,
+    tls: crate::uplink::TlsFiles,
+    client_id: String,
+    (username, password): (&Option<String>, &Option<String>),
+    topic_prefix: &str,
+) -> crate::uplink::MqttUplink {
+    let (host, port, secure) = crate::sources::mqtt::build::parse_broker(url);
+    crate::uplink::MqttUplink {
+        host,
+        port,
+        tls: secure.then_some(tls),
+        client_id,
+        username: username.clone(),
+        password: password.clone(),
+        topic_prefix: topic_prefix.to_owned(),
+        keep_alive_s: 15,
     }
 }
 

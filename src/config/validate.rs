@@ -96,6 +96,36 @@ impl Checker<'_> {
         }
     }
 
+    /// A client certificate and its key come together.
+    fn cert_and_key(&mut self, cert: &Option<String>, key: &Option<String>, path: &KeyPath) {
+        match (cert, key) {
+            (Some(_), None) => self.report(
+                Problem::Missing,
+                path.key("client_key_file"),
+                "`client_cert_file` needs `client_key_file`",
+            ),
+            (None, Some(_)) => self.report(
+                Problem::Missing,
+                path.key("client_cert_file"),
+                "`client_key_file` needs `client_cert_file`",
+            ),
+            _ => {}
+        }
+    }
+
+    /// An MQTT topic prefix messages are published under.
+    fn topic_prefix(&mut self, prefix: &str, path: KeyPath) {
+        if prefix.trim().is_empty() || prefix.contains(['+', '#']) {
+            self.report(
+                Problem::Value,
+                path,
+                format!(
+                    "`{prefix}` is not a topic prefix: it must be non-empty, without `+` or `#`"
+                ),
+            );
+        }
+    }
+
     fn finite(&mut self, value: f64, path: KeyPath) -> bool {
         if value.is_finite() {
             true
@@ -652,19 +682,7 @@ fn check_mqtt_device(c: &mut Checker, device: &DeviceConfig, path: &KeyPath) {
             }
         }
     }
-    match (&device.client_cert_file, &device.client_key_file) {
-        (Some(_), None) => c.report(
-            Problem::Missing,
-            path.key("client_key_file"),
-            "`client_cert_file` needs `client_key_file`",
-        ),
-        (None, Some(_)) => c.report(
-            Problem::Missing,
-            path.key("client_cert_file"),
-            "`client_key_file` needs `client_cert_file`",
-        ),
-        _ => {}
-    }
+    c.cert_and_key(&device.client_cert_file, &device.client_key_file, path);
     if let Some(filter) = &device.point_topic {
         if let Err(message) = crate::sources::mqtt::topic::check_point_topic(filter) {
             c.report(Problem::Value, path.key("point_topic"), message);
@@ -1245,30 +1263,11 @@ fn check_uplink(c: &mut Checker) {
             ),
         );
     }
-    let prefix = &uplink.topic_prefix;
-    if prefix.trim().is_empty() || prefix.contains(['+', '#']) {
-        c.report(
-            Problem::Value,
-            path.key("topic_prefix"),
-            format!("`{prefix}` is not a topic prefix: it must be non-empty, without `+` or `#`"),
-        );
-    }
+    c.topic_prefix(&uplink.topic_prefix, path.key("topic_prefix"));
     if let Some(id) = &uplink.client_id {
         c.non_empty(id, path.key("client_id"));
     }
-    match (&uplink.client_cert_file, &uplink.client_key_file) {
-        (Some(_), None) => c.report(
-            Problem::Missing,
-            path.key("client_key_file"),
-            "`client_cert_file` needs `client_key_file`",
-        ),
-        (None, Some(_)) => c.report(
-            Problem::Missing,
-            path.key("client_cert_file"),
-            "`client_key_file` needs `client_cert_file`",
-        ),
-        _ => {}
-    }
+    c.cert_and_key(&uplink.client_cert_file, &uplink.client_key_file, &path);
     let sm4 = [
         ("sm4_key_hex", &uplink.sm4_key_hex),
         ("sm4_iv_hex", &uplink.sm4_iv_hex),
@@ -1492,9 +1491,11 @@ fn check_actions(c: &mut Checker) {
                         format!("no hazard source with id `{source}`"),
                     );
                 }
-            } else if !config.points.iter().any(|p| {
-                p.hazard_source.as_ref() == Some(source) && trigger_grades(p, action).is_some()
-            }) {
+            } else if !config
+                .points
+                .iter()
+                .any(|p| p.hazard_source.as_ref() == Some(source) && has_cut_grade(p, action))
+            {
                 c.report(
                     Problem::Action,
                     at,
@@ -1541,38 +1542,17 @@ fn grade_wanted(action: &ActionConfig) -> String {
     }
 }
 
-/// Indices of `point`'s grades that make `action` cut, or `None` when there are none:
-/// the named grade and every more severe grade of its direction, else the power-cut
-/// grades.
-fn trigger_grades(point: &PointConfig, action: &ActionConfig) -> Option<Vec<u16>> {
-    let grades: Vec<u16> = match &action.grade {
-        None => point
-            .thresholds
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| t.power_cut)
-            .map(|(k, _)| k as u16)
-            .collect(),
-        Some(name) => {
-            let named = point.thresholds.iter().find(|t| &t.name == name)?;
-            let severity = |t: &ThresholdConfig| match t.direction {
-                Direction::High => t.trigger,
-                Direction::Low => -t.trigger,
-            };
-            point
-                .thresholds
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| t.direction == named.direction && severity(t) >= severity(named))
-                .map(|(k, _)| k as u16)
-                .collect()
-        }
-    };
-    (!grades.is_empty()).then_some(grades)
+/// Whether any of `point`'s thresholds makes `action` cut.
+fn has_cut_grade(point: &PointConfig, action: &ActionConfig) -> bool {
+    let grades = point
+        .thresholds
+        .iter()
+        .map(|t| (t.name.as_str(), t.direction, t.trigger, t.power_cut));
+    !crate::actions::build::cut_grades(grades, action.grade.as_deref()).is_empty()
 }
 
 fn check_trigger_grade(c: &mut Checker, point: &PointConfig, action: &ActionConfig, at: KeyPath) {
-    if trigger_grades(point, action).is_none() {
+    if !has_cut_grade(point, action) {
         c.report(
             Problem::Action,
             at,
@@ -1703,13 +1683,7 @@ fn check_linkage(c: &mut Checker) {
                 );
             }
         }
-        if l.topic_prefix.is_empty() || l.topic_prefix.contains(['+', '#']) {
-            c.report(
-                Problem::Value,
-                path.key("topic_prefix"),
-                "must be a non-empty topic without `+` or `#`",
-            );
-        }
+        c.topic_prefix(&l.topic_prefix, path.key("topic_prefix"));
         c.positive(l.request_timeout_ms, path.key("request_timeout_ms"));
     }
 }

@@ -22,7 +22,24 @@ pub fn wall_now() -> Timestamp {
 /// its id: a dead device, link or connection raises one parent alarm through the
 /// ordinary alarm life. Appended after the configured points, so their ids do not move.
 pub fn push_status_point(spec: &mut EngineSpec, id: String, grade_name: &str) -> PointId {
+    push_switch_point(spec, id, grade_name, Direction::Low, Colour::Orange, false)
+}
+
+/// Append a 0/1 point with one grade `grade_name`: raised while it reads 0 (`Low`) or
+/// while it reads 1 (`High`). Appended after the configured points.
+pub fn push_switch_point(
+    spec: &mut EngineSpec,
+    id: String,
+    grade_name: &str,
+    direction: Direction,
+    colour: Colour,
+    power_cut: bool,
+) -> PointId {
     let index = PointId(spec.points.len() as u32);
+    let level = match direction {
+        Direction::Low => 0.0,
+        Direction::High => 1.0,
+    };
     spec.points.push(PointSpec {
         id,
         kind: PointKind::Switch,
@@ -30,13 +47,13 @@ pub fn push_status_point(spec: &mut EngineSpec, id: String, grade_name: &str) ->
         range_max: 1.0,
         grades: vec![GradeSpec {
             name: grade_name.to_owned(),
-            direction: Direction::Low,
-            trigger: 0.0,
-            restore: 0.0,
+            direction,
+            trigger: level,
+            restore: level,
             on_delay_ms: 0,
             off_delay_ms: 0,
-            colour: Colour::Orange,
-            power_cut: false,
+            colour,
+            power_cut,
         }],
         rate: None,
         stale_after_ms: None,
