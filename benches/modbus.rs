@@ -23,11 +23,15 @@ use hazgate::engine::{EngineSpec, Event};
 use hazgate::gateway::{self, Outputs, Plan};
 use hazgate::model::Reading;
 use hazgate::sources::modbus::plan::{plan, Limits};
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+#[path = "support/process.rs"]
+mod process;
+use process::{cpu_s, status_kb};
 
 const DEVICES: usize = 100;
 const VALUES: usize = 25;
@@ -73,61 +77,6 @@ fn config(ports: &[u16], poll_ms: u64, db: &std::path::Path) -> String {
     s
 }
 
-/// This binary, re-executed, serves the farm and prints its ports.
-fn run_farm(path: &str) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let sc =
-            hazgate_sim::scenario::Scenario::load(std::path::Path::new(path)).expect("scenario");
-        let farm = hazgate_sim::farm::Farm::start(&sc, hazgate_sim::farm::FarmOptions::default())
-            .await
-            .expect("farm");
-        let ports: Vec<String> = (0..DEVICES)
-            .map(|d| {
-                farm.addr_of(&format!("d{d}"))
-                    .expect("port")
-                    .port()
-                    .to_string()
-            })
-            .collect();
-        println!("PORTS {}", ports.join(","));
-        std::io::stdout().flush().expect("flush");
-        std::future::pending::<()>().await;
-    });
-}
-
-fn clk_tck() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// User + system CPU seconds of a process.
-fn cpu_s(pid: &str) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    let after = &stat[stat.rfind(')').expect("comm") + 2..];
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f[11].parse::<f64>().expect("utime") + f[12].parse::<f64>().expect("stime");
-    ticks / clk_tck()
-}
-
-fn status_kb(pid: &str, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .expect("status")
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 #[derive(Clone)]
 struct Count(Arc<AtomicU64>);
 impl Outputs for Count {
@@ -139,7 +88,7 @@ impl Outputs for Count {
 
 fn main() {
     if let Ok(path) = std::env::var("HAZGATE_BENCH_FARM") {
-        run_farm(&path);
+        process::run_farm(&path, DEVICES);
         return;
     }
     // `cargo bench` passes `--bench`; under `cargo test --all-targets` this long
