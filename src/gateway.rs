@@ -482,14 +482,14 @@ fn evaluate(
     mut out: Vec<Output>,
     events: &mut Vec<Event>,
 ) -> Vec<Reading> {
-    let t = now();
-    let mark = events.len();
     let Some(safety) = safety.as_mut() else {
         return batch
             .into_iter()
             .map(|r| engine.on_reading(r, events))
             .collect();
     };
+    let t = now();
+    let mark = events.len();
     let mut settled = Vec::with_capacity(batch.len());
     for r in batch {
         let r = engine.on_reading(r, events);
