@@ -207,23 +207,35 @@ async fn dashboard_acknowledges_a_scenario_alarm_in_headless_chromium() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let audit: Value = serde_json::from_str(
-        &client
-            .get(format!("http://{}/api/v1/audit", demo.addr))
-            .bearer_auth(&demo.admin_token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    assert!(audit["audit"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|r| r["action"] == "acknowledge" && r["target"] == format!("alarm:{id}")));
+    // The handler writes its audit record after the engine has taken the
+    // acknowledgement, so the record may land a moment after the alarm event.
+    let t2 = Instant::now();
+    loop {
+        let audit: Value = serde_json::from_str(
+            &client
+                .get(format!("http://{}/api/v1/audit", demo.addr))
+                .bearer_auth(&demo.admin_token)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        let rows = audit["audit"].as_array().unwrap();
+        if rows
+            .iter()
+            .any(|r| r["action"] == "acknowledge" && r["target"] == format!("alarm:{id}"))
+        {
+            break;
+        }
+        assert!(
+            t2.elapsed() < Duration::from_secs(10),
+            "no audit record of the acknowledgement: {audit}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // The board shows who acknowledged; the English toggle relabels it.
     tokio::time::sleep(Duration::from_millis(800)).await;
