@@ -207,11 +207,12 @@ impl fmt::Display for Diagnostics {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read at all.
-    #[error("cannot read {}: {source}", path.display())]
+    /// The message carries the cause itself; it is not also the error's `source`,
+    /// or an error chain would print it twice.
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file was read but has problems; all of them are listed.
     #[error("{}", .0)]

@@ -5,6 +5,7 @@
 use super::error::{Diagnostic, KeyPath, Problem};
 use super::*;
 use serde::de::{self, Deserializer, Visitor};
+use toml::de::{DeTable, DeValue};
 
 /// The keys a struct accepts, read from its `Deserialize` impl.
 fn fields<T: for<'de> Deserialize<'de>>() -> &'static [&'static str] {
@@ -108,38 +109,61 @@ pub(crate) fn config_shape() -> Shape {
 /// deserialisation afterwards only meets type problems.
 pub(crate) fn strip_unknown(
     shape: &Shape,
-    value: &mut toml::Value,
+    value: &mut DeValue<'_>,
     path: &KeyPath,
     out: &mut Vec<Diagnostic>,
 ) {
     match (shape, value) {
-        (Shape::Table(known, children), toml::Value::Table(table)) => {
-            let unknown: Vec<String> = table
-                .keys()
-                .filter(|key| !known.contains(&key.as_str()))
-                .cloned()
-                .collect();
-            for key in unknown {
-                table.remove(&key);
-                out.push(Diagnostic::new(
-                    Problem::UnknownKey,
-                    path.key(&key),
-                    unknown_key_message(&key, known),
-                ));
-            }
-            for (key, child) in children {
-                if let Some(inner) = table.get_mut(*key) {
-                    strip_unknown(child, inner, &path.key(key), out);
-                }
-            }
-        }
-        (Shape::Array(element), toml::Value::Array(items)) => {
+        (Shape::Table(..), DeValue::Table(table)) => strip_unknown_table(shape, table, path, out),
+        (Shape::Array(element), DeValue::Array(items)) => {
             for (i, item) in items.iter_mut().enumerate() {
-                strip_unknown(element, item, &path.index(i), out);
+                strip_unknown(element, item.get_mut(), &path.index(i), out);
             }
         }
         // A value of the wrong type: typed deserialisation reports it.
         _ => {}
+    }
+}
+
+/// The shape of each element of the array of tables `key` of a table shape.
+pub(crate) fn element_shape<'s>(shape: &'s Shape, key: &str) -> Option<&'s Shape> {
+    let Shape::Table(_, children) = shape else {
+        return None;
+    };
+    match children.iter().find(|(name, _)| *name == key) {
+        Some((_, Shape::Array(element))) => Some(element),
+        _ => None,
+    }
+}
+
+/// [`strip_unknown`] for a table (the whole file is one).
+pub(crate) fn strip_unknown_table(
+    shape: &Shape,
+    table: &mut DeTable<'_>,
+    path: &KeyPath,
+    out: &mut Vec<Diagnostic>,
+) {
+    let Shape::Table(known, children) = shape else {
+        return;
+    };
+    let unknown: Vec<String> = table
+        .keys()
+        .map(|key| key.get_ref().as_ref())
+        .filter(|key| !known.contains(key))
+        .map(str::to_owned)
+        .collect();
+    for key in unknown {
+        table.remove(key.as_str());
+        out.push(Diagnostic::new(
+            Problem::UnknownKey,
+            path.key(&key),
+            unknown_key_message(&key, known),
+        ));
+    }
+    for (key, child) in children {
+        if let Some(inner) = table.get_mut(*key) {
+            strip_unknown(child, inner.get_mut(), &path.key(key), out);
+        }
     }
 }
 

@@ -32,6 +32,7 @@ mod error;
 mod keys;
 mod load;
 mod spans;
+mod split;
 mod validate;
 
 pub use error::{ConfigError, Diagnostic, Diagnostics, KeyPath, Location, Problem, Segment};
