@@ -149,7 +149,7 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async {
+    runtime.block_on(async move {
         let mut plan = hazgate::gateway::Plan::from_config(&config);
         let options = config.store_options();
         let mut store = hazgate::store::Store::open(&options)
@@ -265,6 +265,9 @@ fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
                 None => tokio::spawn(hazgate::api::serve(listener, state, shutdown)),
             })
         };
+        // Everything the run needs has been taken out of the configuration; with
+        // 10,000 points it is megabytes.
+        drop(config);
         wait_for_signal().await?;
         tracing::info!("shutting down");
         let _ = stop.send(true);
