@@ -14,6 +14,13 @@
 //!   with a scan, so that it reads as fast as the broker sends (parsing each bulk
 //!   message kept alarms queued behind them and inflated the figure).
 //!
+//! The broker is Mosquitto as installed: Nagle's algorithm on its client sockets.
+//! The uplink waits for an alarm batch's PUBACK before it publishes the next one, and
+//! a broker PUBACK held by Nagle behind an earlier one (unacknowledged for the 40 ms
+//! of the gateway's delayed ACK) holds the next alarm that long. With
+//! `UPLINK_BENCH_BROKER_NODELAY=1` the broker runs with `set_tcp_nodelay true`, which
+//! shows the figure without that stall.
+//!
 //! Run: `cargo bench --bench uplink`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -179,7 +186,19 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let broker = mosquitto::Mosquitto::start().await;
+        let nodelay = std::env::var("UPLINK_BENCH_BROKER_NODELAY").is_ok_and(|v| v == "1");
+        let broker = mosquitto::Mosquitto::start_with(move |_| {
+            let mut conf = String::from("allow_anonymous true\n");
+            if nodelay {
+                conf += "set_tcp_nodelay true\n";
+            }
+            conf
+        })
+        .await;
+        println!(
+            "broker: Mosquitto, set_tcp_nodelay {}",
+            if nodelay { "true" } else { "false (default)" }
+        );
         let arrivals: Arrivals = Arc::default();
         let readings_rx = Arc::new(std::sync::atomic::AtomicU64::new(0));
         subscriber(broker.port, arrivals.clone(), readings_rx.clone());
