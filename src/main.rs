@@ -316,6 +316,13 @@ fn demo(listen: std::net::SocketAddr, db: Option<PathBuf>, speed: f64) -> anyhow
         let demo = hazgate::demo::Demo::start(hazgate::demo::DemoOptions { listen, db, speed })
             .await
             .context("starting the demo")?;
+        // Listening on every interface (0.0.0.0 or ::): a browser on this machine
+        // reaches it on loopback.
+        let shown = if demo.addr.ip().is_unspecified() {
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, demo.addr.port()))
+        } else {
+            demo.addr
+        };
         println!();
         println!(
             "hazgate demo — 演示 (simulated coal heading, sump, tank farm; loops every {:.0} s)",
@@ -323,7 +330,7 @@ fn demo(listen: std::net::SocketAddr, db: Option<PathBuf>, speed: f64) -> anyhow
         );
         println!(
             "  dashboard (operator): http://{}/#token={}",
-            demo.addr, demo.operator_token
+            shown, demo.operator_token
         );
         println!("  admin token:    {}", demo.admin_token);
         println!("  operator token: {}", demo.operator_token);
@@ -331,7 +338,7 @@ fn demo(listen: std::net::SocketAddr, db: Option<PathBuf>, speed: f64) -> anyhow
         println!("  store:          {}", demo.db.display());
         println!(
             "  API example:    curl -H 'Authorization: Bearer {}' http://{}/api/v1/alarms",
-            demo.viewer_token, demo.addr
+            demo.viewer_token, shown
         );
         println!("Ctrl-C stops.");
         wait_for_signal().await?;
