@@ -55,7 +55,7 @@ pub use options::{AlarmFilter, HttpUplink, MqttUplink, TlsFiles, UplinkOptions, 
 use crate::engine::Alarm;
 use crate::model::Timestamp;
 use crate::store::{PointRow, Reader, SinkCursor, StoreError};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -206,6 +206,10 @@ impl UplinkSink {
             cmd: cmd_rx,
             stop: false,
             attempt: 0,
+            lane: Lane {
+                read_to: cursor.events_seq,
+                ..Lane::default()
+            },
         };
         let span = tracing::info_span!("sink", sink = %driver.opts.name, kind = "uplink");
         let task = tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
@@ -256,6 +260,8 @@ struct Driver {
     cmd: mpsc::Receiver<Command>,
     stop: bool,
     attempt: u32,
+    /// MQTT only: alarms in flight.
+    lane: Lane,
 }
 
 fn wall_clock() -> Timestamp {
@@ -265,6 +271,34 @@ fn wall_clock() -> Timestamp {
             .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
             .unwrap_or(0),
     )
+}
+
+/// Alarm events read from the store for sending.
+struct AlarmBatch {
+    /// The events the alarm filter keeps, encoded.
+    msgs: Vec<Message>,
+    /// Their `seq`s.
+    seqs: Vec<i64>,
+    /// The last `seq` read (kept or not).
+    last: i64,
+    /// As many events were read as asked for: more may be waiting.
+    full: bool,
+}
+
+/// The alarm lane of an MQTT link: alarms published in store order as soon as they
+/// are committed, several in flight, until acknowledged. The alarm cursor moves
+/// over the acknowledged prefix only.
+#[derive(Debug, Default)]
+struct Lane {
+    /// `(seq, done)`: published alarms, and ranges the alarm filter passed over
+    /// (done from the start). The cursor moves past the done ones at the front.
+    queue: VecDeque<(i64, bool)>,
+    /// The last event `seq` read (published or passed over).
+    read_to: i64,
+    /// Published and not yet acknowledged.
+    outstanding: usize,
+    /// The link's generation the lane's alarms were published under.
+    generation: u64,
 }
 
 /// What a send round was about, for the bookkeeping after it.
@@ -324,6 +358,14 @@ impl Driver {
                         // Lost while idle: the main loop reconnects after a backoff.
                         return true;
                     }
+                    if let Link::Mqtt(link) = &self.link {
+                        if link.has_beside_acks() {
+                            // Alarms acknowledged: move the cursor (and publish any
+                            // alarms that waited for room).
+                            self.lane_drain().await;
+                            self.lane_publish().await;
+                        }
+                    }
                 }
             }
         }
@@ -373,34 +415,66 @@ impl Driver {
     }
 
     /// The alarm events after the cursor (at most `alarm_batch_max`), encoded, with
-    /// their `seq`s; `None` when there are none.
+    /// their `seq`s; `None` when there are none. Events the alarm filter drops are
+    /// passed over: the cursor moves past them.
     async fn pending_alarms(&mut self) -> Result<Option<(Vec<Message>, Vec<i64>)>, UplinkError> {
-        let events = loop {
-            let after = self.cursor.events_seq;
+        loop {
             let limit = self.opts.alarm_batch_max.max(1);
+            match self.read_alarms(self.cursor.events_seq, limit).await? {
+                None => return Ok(None),
+                Some(batch) if !batch.msgs.is_empty() => {
+                    return Ok(Some((batch.msgs, batch.seqs)));
+                }
+                Some(batch) => {
+                    // Nothing for this receiver: move past it and read on.
+                    self.cursor.events_seq = batch.last;
+                    self.commit().await;
+                }
+            }
+        }
+    }
+
+    /// [`Driver::pending_alarms`] for a link without an alarm lane (HTTP); `None`
+    /// over MQTT, whose alarms the lane sends.
+    async fn pending_alarms_unless_lane(
+        &mut self,
+    ) -> Result<Option<(Vec<Message>, Vec<i64>)>, UplinkError> {
+        match self.link {
+            Link::Mqtt(_) => Ok(None),
+            _ => self.pending_alarms().await,
+        }
+    }
+
+    /// Up to `limit` alarm events after `after`: those the alarm filter keeps,
+    /// encoded; `None` when there are none.
+    async fn read_alarms(
+        &mut self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Option<AlarmBatch>, UplinkError> {
+        let full;
+        let (events, last) = {
             let events = self.db(move |r| r.read_events_after(after, limit)).await?;
             let Some(last) = events.last().map(|e| e.seq) else {
                 return Ok(None);
             };
+            full = events.len() >= limit;
             self.refresh_points(events.iter().filter_map(|e| e.pid))
                 .await?;
-            let Some(filter) = &self.opts.alarm_filter else {
-                break events;
-            };
-            let known = &self.known.points;
-            let kept: Vec<_> = events
-                .into_iter()
-                .filter(|e| {
-                    let point = e.pid.and_then(|p| known.get(&p)).map(|p| p.id.as_str());
-                    filter.matches(point.unwrap_or(""), &e.kind, &e.transition)
-                })
-                .collect();
-            if !kept.is_empty() {
-                break kept;
+            match &self.opts.alarm_filter {
+                None => (events, last),
+                Some(filter) => {
+                    let known = &self.known.points;
+                    let kept: Vec<_> = events
+                        .into_iter()
+                        .filter(|e| {
+                            let point = e.pid.and_then(|p| known.get(&p)).map(|p| p.id.as_str());
+                            filter.matches(point.unwrap_or(""), &e.kind, &e.transition)
+                        })
+                        .collect();
+                    (kept, last)
+                }
             }
-            // Nothing for this receiver: move past it and read on.
-            self.cursor.events_seq = last;
-            self.commit().await;
         };
         let (site, format, offset) = (&self.opts.site, self.opts.format, self.opts.utc_offset_min);
         let mut msgs = Vec::with_capacity(events.len());
@@ -418,7 +492,12 @@ impl Driver {
                 &self.known,
             ));
         }
-        Ok(Some((msgs, events.iter().map(|e| e.seq).collect())))
+        Ok(Some(AlarmBatch {
+            msgs,
+            seqs: events.iter().map(|e| e.seq).collect(),
+            last,
+            full,
+        }))
     }
 
     /// The first `ok` of the alarm events `seqs` were acknowledged: move the cursor
@@ -434,24 +513,39 @@ impl Driver {
     }
 
     /// Send a bulk message (real-time values or statistics). Over MQTT it stays in
-    /// flight while alarms committed meanwhile are sent beside it; Err as
-    /// [`Link::send`].
+    /// flight while alarms committed meanwhile are published beside it, each as soon
+    /// as it is woken for; Err as [`Link::send`]. Returns once the bulk message is
+    /// acknowledged (or the connection failed: it is sent again); alarms still in
+    /// flight stay in the alarm lane.
     async fn send_bulk(&mut self, msgs: &[Message]) -> Result<(), (usize, UplinkError)> {
         let Link::Mqtt(link) = &mut self.link else {
             return self.link.send(msgs).await;
         };
         if msgs.len() > mqtt::BULK_MAX {
-            return link.send(msgs).await;
+            let r = link.send(msgs).await;
+            self.lane_drain().await;
+            return r;
         }
         link.start_bulk(msgs).await.map_err(|e| (0, e))?;
         loop {
             let Link::Mqtt(link) = &mut self.link else {
                 return Ok(());
             };
+            if let Some(done) = link.bulk_finished() {
+                self.lane_drain().await;
+                return done.map_err(|e| (0, e));
+            }
             tokio::select! {
-                r = link.bulk_done() => return r.map_err(|e| (0, e)),
+                ev = link.event() => {
+                    let failed = ev.is_err();
+                    self.lane_drain().await;
+                    if !failed {
+                        // Room again: alarms read while the window was full.
+                        self.lane_publish().await;
+                    }
+                },
                 c = self.cmd.recv(), if !self.stop => match c {
-                    Some(Command::Wake) => self.alarms_beside_bulk().await,
+                    Some(Command::Wake) => self.lane_publish().await,
                     // Stop once the bulk message is acknowledged (or failed).
                     Some(Command::Shutdown) | None => self.stop = true,
                 },
@@ -459,11 +553,43 @@ impl Driver {
         }
     }
 
-    /// Send every pending alarm while a bulk message is in flight. A failure is left
-    /// to the bulk's wait (the connection is down) or to the next round.
-    async fn alarms_beside_bulk(&mut self) {
+    /// The alarm lane (MQTT): start it afresh from the cursor when the connection
+    /// it published on is gone (its alarms will not be acknowledged: they are
+    /// published again).
+    fn lane_check(&mut self) {
+        let Link::Mqtt(link) = &self.link else {
+            return;
+        };
+        if self.lane.generation != link.generation() {
+            self.lane = Lane {
+                read_to: self.cursor.events_seq,
+                generation: link.generation(),
+                ..Lane::default()
+            };
+        }
+    }
+
+    /// Publish the alarms committed after those already in the lane, as many as
+    /// the in-flight window has room for, without waiting for acknowledgements. A
+    /// failure is left to the next round (the connection is down, or the store read
+    /// is tried again).
+    async fn lane_publish(&mut self) {
+        self.lane_check();
         loop {
-            let (msgs, seqs) = match self.pending_alarms().await {
+            let Link::Mqtt(link) = &self.link else {
+                return;
+            };
+            let room = link.max_in_flight().saturating_sub(self.lane.outstanding);
+            if room == 0 {
+                return;
+            }
+            let limit = room.min(self.opts.alarm_batch_max.max(1));
+            let AlarmBatch {
+                msgs,
+                seqs,
+                last,
+                full,
+            } = match self.read_alarms(self.lane.read_to, limit).await {
                 Ok(Some(v)) => v,
                 Ok(None) => return,
                 Err(e) => {
@@ -471,19 +597,60 @@ impl Driver {
                     return;
                 }
             };
-            let r = self.link.send(&msgs).await;
-            let ok = match &r {
-                Ok(()) => msgs.len(),
-                Err((ok, _)) => *ok,
+            self.lane_check();
+            let Link::Mqtt(link) = &mut self.link else {
+                return;
             };
-            self.alarms_acked(&seqs, ok).await;
-            self.status
-                .messages_sent
-                .fetch_add(ok as u64, Ordering::Relaxed);
-            if r.is_err() {
-                self.status.send_failures.fetch_add(1, Ordering::Relaxed);
+            for (m, &seq) in msgs.iter().zip(&seqs) {
+                if seq <= self.lane.read_to || !link.publish_beside(m, seq) {
+                    return;
+                }
+                self.lane.queue.push_back((seq, false));
+                self.lane.outstanding += 1;
+                self.lane.read_to = seq;
+            }
+            if last > self.lane.read_to {
+                // Events the alarm filter passed over: done once those before are.
+                self.lane.queue.push_back((last, true));
+                self.lane.read_to = last;
+                self.lane_drain().await;
+            }
+            if !full {
+                // Fewer than asked for: nothing more is pending.
                 return;
             }
+        }
+    }
+
+    /// Take the acknowledgements the link collected: mark those alarms done and
+    /// move the alarm cursor past every done one at the front of the lane, in order.
+    async fn lane_drain(&mut self) {
+        let Link::Mqtt(link) = &mut self.link else {
+            return;
+        };
+        let acks = link.take_beside_acks();
+        self.lane_check();
+        for seq in acks {
+            if let Some(entry) = self
+                .lane
+                .queue
+                .iter_mut()
+                .find(|(s, done)| *s == seq && !*done)
+            {
+                entry.1 = true;
+                self.lane.outstanding = self.lane.outstanding.saturating_sub(1);
+                self.status.alarms_sent.fetch_add(1, Ordering::Relaxed);
+                self.status.messages_sent.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let mut moved = false;
+        while let Some(&(front, true)) = self.lane.queue.front() {
+            self.lane.queue.pop_front();
+            self.cursor.events_seq = front;
+            moved = true;
+        }
+        if moved {
+            self.commit().await;
         }
     }
 
@@ -523,8 +690,30 @@ impl Driver {
                 break;
             }
             self.link.resume();
-            // 1. Every pending alarm event, before anything else.
-            let alarms = match self.pending_alarms().await {
+            // 1. Every pending alarm event, before anything else. Over MQTT they go
+            //    into the alarm lane: published now, acknowledged whenever.
+            if let Link::Mqtt(link) = &mut self.link {
+                let ready = link.ready().await;
+                self.lane_drain().await;
+                if let Err(e) = ready {
+                    self.status.send_failures.fetch_add(1, Ordering::Relaxed);
+                    self.status.connected.store(false, Ordering::Relaxed);
+                    let delay = self.backoff();
+                    if self.attempt == 0 || self.attempt % 10 == 0 {
+                        tracing::warn!(
+                            error = %e,
+                            attempt = self.attempt,
+                            retry_in_ms = delay.as_millis() as u64,
+                            "uplink connection failed; the rows stay in the store and will be sent again"
+                        );
+                    }
+                    self.attempt = self.attempt.saturating_add(1);
+                    next_try = Instant::now() + delay;
+                    continue;
+                }
+                self.lane_publish().await;
+            }
+            let alarms = match self.pending_alarms_unless_lane().await {
                 Ok(v) => v,
                 Err(UplinkError::Stopped) => return Err(UplinkError::Stopped),
                 Err(e) => {

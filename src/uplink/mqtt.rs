@@ -23,9 +23,14 @@
 //! ([`MqttLink::start_bulk`]) while alarms are published and acknowledged with
 //! [`MqttLink::send`] — QoS 1 allows several messages in flight — so an alarm does
 //! not wait for the PUBACK of a large message ahead of it. [`MqttLink::bulk_done`]
-//! waits for the bulk's PUBACKs. Each kind keeps its own order (alarms are sent one
-//! batch at a time, in store order); a failure fails both, and the caller sends
-//! again whatever was not acknowledged.
+//! waits for the bulk's PUBACKs. Alarms are published as soon as they are committed
+//! ([`MqttLink::publish_beside`]), without waiting for the
+//! PUBACK of the alarm before them: a broker that holds a PUBACK (Nagle's algorithm
+//! against the gateway's delayed ACK can hold one for 40 ms) must not hold the next
+//! alarm. [`MqttLink::take_beside_acks`] reports their PUBACKs, whichever wait
+//! read them. Each kind keeps its own
+//! order (alarms are published in store order); a failure fails both, and the caller
+//! sends again whatever was not acknowledged.
 
 use super::encode::{self, Message};
 use super::options::MqttUplink;
@@ -60,6 +65,8 @@ enum Tag {
     Msg(usize),
     /// A message of the bulk batch in flight.
     Bulk,
+    /// An alarm published beside the bulk batch: its event's store `seq`.
+    Beside(i64),
     /// The retained status (not tracked beyond its ack).
     Status,
 }
@@ -86,6 +93,12 @@ pub struct MqttLink {
     max_in_flight: usize,
     /// The bulk batch in flight, if any.
     bulk: Option<Bulk>,
+    /// `seq`s of alarms published with [`MqttLink::publish_beside`] whose PUBACK came,
+    /// whichever call read it, until [`MqttLink::take_beside_acks`].
+    beside_acks: Vec<i64>,
+    /// Counts connects and failures: alarms published beside under another
+    /// generation can no longer be acknowledged.
+    generation: u64,
     last_error: String,
 }
 
@@ -160,6 +173,8 @@ impl MqttLink {
             in_flight: HashMap::new(),
             max_in_flight,
             bulk: None,
+            beside_acks: Vec::new(),
+            generation: 0,
             last_error: String::new(),
         })
     }
@@ -188,6 +203,8 @@ impl MqttLink {
     fn forget(&mut self) {
         self.issued.clear();
         self.in_flight.clear();
+        self.beside_acks.clear();
+        self.generation += 1;
         if let Some(b) = &mut self.bulk {
             // Its PUBACKs can no longer come: it must be sent again.
             b.failed |= b.waiting > 0;
@@ -229,6 +246,9 @@ impl MqttLink {
             }
             LinkEvent::Acked(pkid) => {
                 let tag = self.in_flight.remove(&pkid);
+                if let Some(Tag::Beside(seq)) = tag {
+                    self.beside_acks.push(seq);
+                }
                 if let (Some(Tag::Bulk), Some(b)) = (tag, &mut self.bulk) {
                     b.waiting = b.waiting.saturating_sub(1);
                 }
@@ -332,6 +352,75 @@ impl MqttLink {
             }
         }
         Ok(())
+    }
+
+    /// Most messages in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// Publish one alarm message without waiting for its PUBACK, beside whatever is
+    /// in flight ([`MqttLink::take_beside_acks`] reports it). False when the
+    /// connection is not up or the message could not be queued. An alarm published
+    /// under an older [`MqttLink::generation`] will not be acknowledged.
+    pub fn publish_beside(&mut self, msg: &Message, seq: i64) -> bool {
+        self.state == State::Connected
+            && self.publish(
+                Tag::Beside(seq),
+                self.topic(msg.kind),
+                msg.payload.clone(),
+                false,
+            )
+    }
+
+    /// Where the bulk batch stands, without waiting: `None` while in flight (or when
+    /// there is none), `Some(Ok)` once every message was acknowledged, `Some(Err)` when
+    /// the connection failed first (send it all again). A finished batch is cleared.
+    pub fn bulk_finished(&mut self) -> Option<Result<(), UplinkError>> {
+        let b = self.bulk?;
+        if b.failed {
+            self.bulk = None;
+            Some(Err(UplinkError::Link(self.last_error.clone())))
+        } else if b.waiting == 0 {
+            self.bulk = None;
+            Some(Ok(()))
+        } else {
+            None
+        }
+    }
+
+    /// Wait for the next event of the connection and handle it; Err when the
+    /// connection failed. Acknowledgements of beside alarms are kept for
+    /// [`MqttLink::take_beside_acks`], bulk PUBACKs counted for
+    /// [`MqttLink::bulk_finished`]. Cancel-safe.
+    pub async fn event(&mut self) -> Result<(), UplinkError> {
+        let ev = self.next().await?;
+        let down = matches!(ev, LinkEvent::Down(_));
+        self.on_event(ev);
+        if down || self.state != State::Connected {
+            return Err(UplinkError::Link(self.last_error.clone()));
+        }
+        Ok(())
+    }
+
+    /// The `seq`s of beside alarms acknowledged since the last call.
+    pub fn take_beside_acks(&mut self) -> Vec<i64> {
+        std::mem::take(&mut self.beside_acks)
+    }
+
+    /// Beside alarms were acknowledged and not yet taken.
+    pub fn has_beside_acks(&self) -> bool {
+        !self.beside_acks.is_empty()
+    }
+
+    /// Changes on every connect and failure (see [`MqttLink::publish_beside`]).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Wait until connected; Err when the connection failed.
+    pub async fn ready(&mut self) -> Result<(), UplinkError> {
+        self.connected().await
     }
 
     /// Wait until every message of the bulk batch was acknowledged (Ok), or the
