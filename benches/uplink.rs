@@ -14,12 +14,10 @@
 //!   with a scan, so that it reads as fast as the broker sends (parsing each bulk
 //!   message kept alarms queued behind them and inflated the figure).
 //!
-//! The broker is Mosquitto as installed: Nagle's algorithm on its client sockets.
-//! The uplink waits for an alarm batch's PUBACK before it publishes the next one, and
-//! a broker PUBACK held by Nagle behind an earlier one (unacknowledged for the 40 ms
-//! of the gateway's delayed ACK) holds the next alarm that long. With
-//! `UPLINK_BENCH_BROKER_NODELAY=1` the broker runs with `set_tcp_nodelay true`, which
-//! shows the figure without that stall.
+//! The broker is Mosquitto as installed: Nagle's algorithm on its client sockets, so
+//! a PUBACK can be held up to 40 ms behind an earlier one (the uplink's alarm lane
+//! does not wait for it). `UPLINK_BENCH_BROKER_NODELAY=1` runs the broker with
+//! `set_tcp_nodelay true`.
 //!
 //! Run: `cargo bench --bench uplink`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]

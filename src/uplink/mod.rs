@@ -22,10 +22,12 @@
 //!   both have a backlog), so a new alarm waits at most one bulk message even while
 //!   hours of backlog drain. A wake that arrives while a bulk batch is being read and
 //!   encoded makes the driver set that batch aside and send the alarms first. Over
-//!   MQTT a wake that arrives while a bulk message is in flight sends the alarms at
-//!   once, beside it (QoS 1 allows several messages in flight): an alarm never waits
-//!   for a bulk PUBACK. The readings or statistics cursor still moves only once the
-//!   bulk message is acknowledged, the alarm cursor once the alarms are.
+//!   MQTT alarms go in an alarm lane: each is published as soon as the driver is
+//!   woken for it, several in flight (QoS 1), beside a bulk message or not, so an
+//!   alarm never waits for a PUBACK. The readings or statistics cursor still moves
+//!   only once the bulk message is acknowledged, the alarm cursor over the
+//!   acknowledged prefix of the lane; a new connection starts the lane again from
+//!   the cursor.
 //! - **Real-time values** are sent every [`UplinkOptions::realtime_interval_ms`] when
 //!   caught up, and back to back while there is a backlog.
 //! - **Heartbeats** are not stored: one that cannot be sent is counted
