@@ -883,6 +883,8 @@ impl Driver {
         }
         if let Link::Mqtt(l) = &mut self.link {
             l.close(Duration::from_secs(2)).await;
+            // Alarms acknowledged while closing: not sent again after a restart.
+            self.lane_drain().await;
         }
         tracing::info!(
             alarm_cursor = self.cursor.events_seq,
