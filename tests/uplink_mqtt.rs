@@ -198,6 +198,66 @@ async fn alarms_overtake_a_realtime_backlog_and_the_backlog_drains() {
     assert!(retained_status(&broker).contains("\"offline\""));
 }
 
+/// Bursts of alarms larger than the in-flight window, committed while a backlog
+/// drains: the alarm lane publishes them as they come, in store order, never more
+/// than the window at once, and the cursor ends past the last one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_of_alarms_beside_a_backlog_arrive_in_order_and_the_cursor_follows() {
+    let broker = Mosquitto::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let mut store = store(&path, 2);
+    let sub = Sub::start(broker.port, "province-burst", &format!("hazgate/{SITE}/#"));
+    ready(&broker, &sub, &format!("hazgate/{SITE}/probe")).await;
+    add_readings(&mut store, 1_700_000_000_000, 30_000);
+
+    let mut o = opts(&path, broker.port, "hazgate-burst");
+    o.realtime = true;
+    o.realtime_batch_max = 500;
+    o.realtime_interval_ms = 60_000;
+    // Read 8 at a time; the window is 64 alarms in flight.
+    o.alarm_batch_max = 8;
+    let (sink, task) = UplinkSink::spawn(o).unwrap();
+    wait_until(Duration::from_secs(30), "draining started", || {
+        sink.status().readings_sent.load(Ordering::Relaxed) > 0
+    })
+    .await;
+    let mut seqs = Vec::new();
+    for burst in 0..6 {
+        seqs.extend(add_alarms(&mut store, 1 + burst * 100, 100));
+        sink.wake();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let want: Vec<String> = seqs.iter().map(|s| format!("{SITE}-a{s}")).collect();
+    wait_until(Duration::from_secs(60), "all 600 alarms arrived", || {
+        let got = ids(&sub.messages(), "/alarm");
+        want.iter().all(|id| got.contains(id))
+    })
+    .await;
+    // First arrivals are in store order.
+    let mut first = Vec::new();
+    for id in ids(&sub.messages(), "/alarm") {
+        if !first.contains(&id) {
+            first.push(id);
+        }
+    }
+    assert_eq!(first, want, "alarms out of store order");
+    let last = *seqs.last().unwrap() as u64;
+    wait_until(
+        Duration::from_secs(20),
+        "the alarm cursor past the last",
+        || sink.status().alarm_cursor.load(Ordering::Relaxed) == last,
+    )
+    .await;
+    assert!(sink.status().alarms_sent.load(Ordering::Relaxed) >= 600);
+    wait_until(Duration::from_secs(60), "backlog drained", || {
+        sink.status().readings_sent.load(Ordering::Relaxed) == 30_000
+    })
+    .await;
+    sink.shutdown().await;
+    task.await.unwrap().unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtts_with_ca_client_certificate_and_password() {
     let mut certs = None;
