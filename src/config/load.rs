@@ -155,10 +155,7 @@ fn load_tree(
     keys::strip_unknown_table(&shape, &mut root, &KeyPath::root(), &mut diagnostics);
     let mut table = root;
     let mut items = |key: &'static str| -> Items<'_, '_> {
-        let pieces = split.and_then(|s| {
-            let i = split::ELEMENT_ARRAYS.iter().position(|a| *a == key)?;
-            Some(s.elements[i].as_slice())
-        });
+        let pieces = split.and_then(|s| Some(s.elements[split::array_index(key)?].as_slice()));
         match pieces {
             Some(pieces) => Items::Pieces {
                 pieces,
@@ -167,17 +164,15 @@ fn load_tree(
             None => Items::Tree(table.remove(key)),
         }
     };
-    let hazard_sources = items("hazard_sources");
-    let devices = items("devices");
-    let points = items("points");
-    let actions = items("actions");
-    let linkage = items("linkage");
-    let hazard_sources =
-        elements::<HazardSourceConfig>(hazard_sources, "hazard_sources", &mut diagnostics)?;
-    let devices = elements::<DeviceConfig>(devices, "devices", &mut diagnostics)?;
-    let points = elements::<PointConfig>(points, "points", &mut diagnostics)?;
-    let actions = elements::<ActionConfig>(actions, "actions", &mut diagnostics)?;
-    let linkage = elements::<LinkageConfig>(linkage, "linkage", &mut diagnostics)?;
+    let hazard_sources = elements::<HazardSourceConfig>(
+        items("hazard_sources"),
+        "hazard_sources",
+        &mut diagnostics,
+    )?;
+    let devices = elements::<DeviceConfig>(items("devices"), "devices", &mut diagnostics)?;
+    let points = elements::<PointConfig>(items("points"), "points", &mut diagnostics)?;
+    let actions = elements::<ActionConfig>(items("actions"), "actions", &mut diagnostics)?;
+    let linkage = elements::<LinkageConfig>(items("linkage"), "linkage", &mut diagnostics)?;
 
     let env_paths: Vec<KeyPath> = env.keys.iter().map(|(path, _)| path.clone()).collect();
     let top = KeyPath::root();

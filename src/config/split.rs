@@ -44,12 +44,6 @@ struct Header<'t> {
 /// Cuts `text`; `None` when it has no element headers worth cutting.
 pub(crate) fn split(text: &str) -> Option<Split<'_>> {
     let headers = headers(text);
-    if !headers
-        .iter()
-        .any(|h| h.array && !h.dotted && h.first.is_some_and(element_array))
-    {
-        return None;
-    }
     let mut out = Split::default();
     // The array whose element is open, and where that element started.
     let mut open: Option<(usize, usize)> = None;
@@ -76,14 +70,12 @@ pub(crate) fn split(text: &str) -> Option<Split<'_>> {
         Some((a, from)) => out.elements[a].push(&text[from..]),
         None => out.rest.push_str(&text[rest_from..]),
     }
-    Some(out)
+    // Nothing to cut: the whole file is read as one.
+    out.elements.iter().any(|e| !e.is_empty()).then_some(out)
 }
 
-fn element_array(key: &str) -> bool {
-    array_index(key).is_some()
-}
-
-fn array_index(key: &str) -> Option<usize> {
+/// The position of `key` in [`ELEMENT_ARRAYS`].
+pub(crate) fn array_index(key: &str) -> Option<usize> {
     ELEMENT_ARRAYS.iter().position(|a| *a == key)
 }
 

@@ -327,6 +327,24 @@ impl Driver {
         Ok(r?)
     }
 
+    /// A failed connection or send: counted, logged (the first and every tenth
+    /// attempt), and retried after the backoff; returns when.
+    fn failed(&mut self, e: &UplinkError, what: &str) -> Instant {
+        self.status.send_failures.fetch_add(1, Ordering::Relaxed);
+        self.status.connected.store(false, Ordering::Relaxed);
+        let delay = self.backoff();
+        if self.attempt == 0 || self.attempt % 10 == 0 {
+            tracing::warn!(
+                error = %e,
+                attempt = self.attempt,
+                retry_in_ms = delay.as_millis() as u64,
+                "{what}; the rows stay in the store and will be sent again"
+            );
+        }
+        self.attempt = self.attempt.saturating_add(1);
+        Instant::now() + delay
+    }
+
     fn backoff(&self) -> Duration {
         let max = self.opts.retry_max_ms.max(1);
         let base = self
@@ -361,7 +379,7 @@ impl Driver {
                         return true;
                     }
                     if let Link::Mqtt(link) = &self.link {
-                        if link.has_beside_acks() {
+                        if link.has_alarm_acks() {
                             // Alarms acknowledged: move the cursor (and publish any
                             // alarms that waited for room).
                             self.lane_drain().await;
@@ -436,17 +454,6 @@ impl Driver {
         }
     }
 
-    /// [`Driver::pending_alarms`] for a link without an alarm lane (HTTP); `None`
-    /// over MQTT, whose alarms the lane sends.
-    async fn pending_alarms_unless_lane(
-        &mut self,
-    ) -> Result<Option<(Vec<Message>, Vec<i64>)>, UplinkError> {
-        match self.link {
-            Link::Mqtt(_) => Ok(None),
-            _ => self.pending_alarms().await,
-        }
-    }
-
     /// Up to `limit` alarm events after `after`: those the alarm filter keeps,
     /// encoded; `None` when there are none.
     async fn read_alarms(
@@ -507,10 +514,12 @@ impl Driver {
     async fn alarms_acked(&mut self, seqs: &[i64], ok: usize) {
         if ok > 0 {
             self.cursor.events_seq = seqs[ok - 1];
+            // Counted once the cursor is committed: a sink stopped right after it
+            // reads them as sent starts after them.
+            self.commit().await;
             self.status
                 .alarms_sent
                 .fetch_add(ok as u64, Ordering::Relaxed);
-            self.commit().await;
         }
     }
 
@@ -604,7 +613,7 @@ impl Driver {
                 return;
             };
             for (m, &seq) in msgs.iter().zip(&seqs) {
-                if seq <= self.lane.read_to || !link.publish_beside(m, seq) {
+                if seq <= self.lane.read_to || !link.publish_alarm(m, seq) {
                     return;
                 }
                 self.lane.queue.push_back((seq, false));
@@ -630,8 +639,9 @@ impl Driver {
         let Link::Mqtt(link) = &mut self.link else {
             return;
         };
-        let acks = link.take_beside_acks();
+        let acks = link.take_alarm_acks();
         self.lane_check();
+        let mut acked = 0u64;
         for seq in acks {
             if let Some(entry) = self
                 .lane
@@ -641,8 +651,7 @@ impl Driver {
             {
                 entry.1 = true;
                 self.lane.outstanding = self.lane.outstanding.saturating_sub(1);
-                self.status.alarms_sent.fetch_add(1, Ordering::Relaxed);
-                self.status.messages_sent.fetch_add(1, Ordering::Relaxed);
+                acked += 1;
             }
         }
         let mut moved = false;
@@ -654,6 +663,11 @@ impl Driver {
         if moved {
             self.commit().await;
         }
+        // Counted after the commit, as in `alarms_acked`.
+        self.status.alarms_sent.fetch_add(acked, Ordering::Relaxed);
+        self.status
+            .messages_sent
+            .fetch_add(acked, Ordering::Relaxed);
     }
 
     async fn refresh_points(&mut self, pids: impl Iterator<Item = i64>) -> Result<(), UplinkError> {
@@ -695,27 +709,20 @@ impl Driver {
             // 1. Every pending alarm event, before anything else. Over MQTT they go
             //    into the alarm lane: published now, acknowledged whenever.
             if let Link::Mqtt(link) = &mut self.link {
-                let ready = link.ready().await;
+                let ready = link.connected().await;
                 self.lane_drain().await;
                 if let Err(e) = ready {
-                    self.status.send_failures.fetch_add(1, Ordering::Relaxed);
-                    self.status.connected.store(false, Ordering::Relaxed);
-                    let delay = self.backoff();
-                    if self.attempt == 0 || self.attempt % 10 == 0 {
-                        tracing::warn!(
-                            error = %e,
-                            attempt = self.attempt,
-                            retry_in_ms = delay.as_millis() as u64,
-                            "uplink connection failed; the rows stay in the store and will be sent again"
-                        );
-                    }
-                    self.attempt = self.attempt.saturating_add(1);
-                    next_try = Instant::now() + delay;
+                    next_try = self.failed(&e, "uplink connection failed");
                     continue;
                 }
                 self.lane_publish().await;
             }
-            let alarms = match self.pending_alarms_unless_lane().await {
+            // Over HTTP: sent and acknowledged as one batch, below.
+            let http_alarms = match self.link {
+                Link::Mqtt(_) => Ok(None),
+                Link::Http(_) => self.pending_alarms().await,
+            };
+            let alarms = match http_alarms {
                 Ok(v) => v,
                 Err(UplinkError::Stopped) => return Err(UplinkError::Stopped),
                 Err(e) => {
@@ -836,15 +843,15 @@ impl Driver {
                 Sent::Readings(last, n) => {
                     if err.is_none() {
                         self.cursor.readings_seq = last;
-                        self.status.readings_sent.fetch_add(n, Ordering::Relaxed);
                         self.commit().await;
+                        self.status.readings_sent.fetch_add(n, Ordering::Relaxed);
                     }
                 }
                 Sent::Stats(last, n) => {
                     if err.is_none() {
                         self.stats_cursor = last;
-                        self.status.stats_sent.fetch_add(n, Ordering::Relaxed);
                         self.commit_stats().await;
+                        self.status.stats_sent.fetch_add(n, Ordering::Relaxed);
                     }
                 }
                 Sent::Heartbeat => {
@@ -864,21 +871,7 @@ impl Driver {
                     self.attempt = 0;
                     self.status.connected.store(true, Ordering::Relaxed);
                 }
-                Some(e) => {
-                    self.status.send_failures.fetch_add(1, Ordering::Relaxed);
-                    self.status.connected.store(false, Ordering::Relaxed);
-                    let delay = self.backoff();
-                    if self.attempt == 0 || self.attempt % 10 == 0 {
-                        tracing::warn!(
-                            error = %e,
-                            attempt = self.attempt,
-                            retry_in_ms = delay.as_millis() as u64,
-                            "uplink send failed; the rows stay in the store and will be sent again"
-                        );
-                    }
-                    self.attempt = self.attempt.saturating_add(1);
-                    next_try = Instant::now() + delay;
-                }
+                Some(e) => next_try = self.failed(&e, "uplink send failed"),
             }
         }
         if let Link::Mqtt(l) = &mut self.link {

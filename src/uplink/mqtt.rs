@@ -22,12 +22,12 @@
 //! A bulk message (a batch of real-time values or statistics) can be left in flight
 //! ([`MqttLink::start_bulk`]) while alarms are published and acknowledged with
 //! [`MqttLink::send`] — QoS 1 allows several messages in flight — so an alarm does
-//! not wait for the PUBACK of a large message ahead of it. [`MqttLink::bulk_done`]
-//! waits for the bulk's PUBACKs. Alarms are published as soon as they are committed
-//! ([`MqttLink::publish_beside`]), without waiting for the
+//! not wait for the PUBACK of a large message ahead of it. [`MqttLink::bulk_finished`]
+//! tells when the bulk's PUBACKs are in. Alarms are published as soon as they are committed
+//! ([`MqttLink::publish_alarm`]), without waiting for the
 //! PUBACK of the alarm before them: a broker that holds a PUBACK (Nagle's algorithm
 //! against the gateway's delayed ACK can hold one for 40 ms) must not hold the next
-//! alarm. [`MqttLink::take_beside_acks`] reports their PUBACKs, whichever wait
+//! alarm. [`MqttLink::take_alarm_acks`] reports their PUBACKs, whichever wait
 //! read them. Each kind keeps its own
 //! order (alarms are published in store order); a failure fails both, and the caller
 //! sends again whatever was not acknowledged.
@@ -65,8 +65,8 @@ enum Tag {
     Msg(usize),
     /// A message of the bulk batch in flight.
     Bulk,
-    /// An alarm published beside the bulk batch: its event's store `seq`.
-    Beside(i64),
+    /// An alarm published by [`MqttLink::publish_alarm`]: its event's store `seq`.
+    Alarm(i64),
     /// The retained status (not tracked beyond its ack).
     Status,
 }
@@ -93,11 +93,11 @@ pub struct MqttLink {
     max_in_flight: usize,
     /// The bulk batch in flight, if any.
     bulk: Option<Bulk>,
-    /// `seq`s of alarms published with [`MqttLink::publish_beside`] whose PUBACK came,
-    /// whichever call read it, until [`MqttLink::take_beside_acks`].
-    beside_acks: Vec<i64>,
-    /// Counts connects and failures: alarms published beside under another
-    /// generation can no longer be acknowledged.
+    /// `seq`s of alarms published with [`MqttLink::publish_alarm`] whose PUBACK came,
+    /// whichever call read it, until [`MqttLink::take_alarm_acks`].
+    alarm_acks: Vec<i64>,
+    /// Counts connects and failures: alarms published under another generation
+    /// can no longer be acknowledged.
     generation: u64,
     last_error: String,
 }
@@ -173,7 +173,7 @@ impl MqttLink {
             in_flight: HashMap::new(),
             max_in_flight,
             bulk: None,
-            beside_acks: Vec::new(),
+            alarm_acks: Vec::new(),
             generation: 0,
             last_error: String::new(),
         })
@@ -203,7 +203,7 @@ impl MqttLink {
     fn forget(&mut self) {
         self.issued.clear();
         self.in_flight.clear();
-        self.beside_acks.clear();
+        self.alarm_acks.clear();
         self.generation += 1;
         if let Some(b) = &mut self.bulk {
             // Its PUBACKs can no longer come: it must be sent again.
@@ -246,8 +246,8 @@ impl MqttLink {
             }
             LinkEvent::Acked(pkid) => {
                 let tag = self.in_flight.remove(&pkid);
-                if let Some(Tag::Beside(seq)) = tag {
-                    self.beside_acks.push(seq);
+                if let Some(Tag::Alarm(seq)) = tag {
+                    self.alarm_acks.push(seq);
                 }
                 if let (Some(Tag::Bulk), Some(b)) = (tag, &mut self.bulk) {
                     b.waiting = b.waiting.saturating_sub(1);
@@ -322,7 +322,7 @@ impl MqttLink {
     }
 
     /// Wait until connected; Err when the connection failed (see [`MqttLink::resume`]).
-    async fn connected(&mut self) -> Result<(), UplinkError> {
+    pub async fn connected(&mut self) -> Result<(), UplinkError> {
         loop {
             match self.state {
                 State::Connected => return Ok(()),
@@ -337,7 +337,8 @@ impl MqttLink {
 
     /// Publish `msgs` (at most [`BULK_MAX`]) with QoS 1 and leave them in flight:
     /// [`MqttLink::send`] may publish other messages meanwhile, and
-    /// [`MqttLink::bulk_done`] waits for their PUBACKs. Only one bulk batch at a time.
+    /// [`MqttLink::bulk_finished`] tells when their PUBACKs are in. Only one bulk batch
+    /// at a time.
     pub async fn start_bulk(&mut self, msgs: &[Message]) -> Result<(), UplinkError> {
         debug_assert!(self.bulk.is_none() && msgs.len() <= BULK_MAX);
         self.connected().await?;
@@ -360,13 +361,13 @@ impl MqttLink {
     }
 
     /// Publish one alarm message without waiting for its PUBACK, beside whatever is
-    /// in flight ([`MqttLink::take_beside_acks`] reports it). False when the
+    /// in flight ([`MqttLink::take_alarm_acks`] reports it). False when the
     /// connection is not up or the message could not be queued. An alarm published
     /// under an older [`MqttLink::generation`] will not be acknowledged.
-    pub fn publish_beside(&mut self, msg: &Message, seq: i64) -> bool {
+    pub fn publish_alarm(&mut self, msg: &Message, seq: i64) -> bool {
         self.state == State::Connected
             && self.publish(
-                Tag::Beside(seq),
+                Tag::Alarm(seq),
                 self.topic(msg.kind),
                 msg.payload.clone(),
                 false,
@@ -390,8 +391,8 @@ impl MqttLink {
     }
 
     /// Wait for the next event of the connection and handle it; Err when the
-    /// connection failed. Acknowledgements of beside alarms are kept for
-    /// [`MqttLink::take_beside_acks`], bulk PUBACKs counted for
+    /// connection failed. Acknowledgements of alarms are kept for
+    /// [`MqttLink::take_alarm_acks`], bulk PUBACKs counted for
     /// [`MqttLink::bulk_finished`]. Cancel-safe.
     pub async fn event(&mut self) -> Result<(), UplinkError> {
         let ev = self.next().await?;
@@ -403,52 +404,19 @@ impl MqttLink {
         Ok(())
     }
 
-    /// The `seq`s of beside alarms acknowledged since the last call.
-    pub fn take_beside_acks(&mut self) -> Vec<i64> {
-        std::mem::take(&mut self.beside_acks)
+    /// The `seq`s of alarms acknowledged since the last call.
+    pub fn take_alarm_acks(&mut self) -> Vec<i64> {
+        std::mem::take(&mut self.alarm_acks)
     }
 
-    /// Beside alarms were acknowledged and not yet taken.
-    pub fn has_beside_acks(&self) -> bool {
-        !self.beside_acks.is_empty()
+    /// Alarms were acknowledged and not yet taken.
+    pub fn has_alarm_acks(&self) -> bool {
+        !self.alarm_acks.is_empty()
     }
 
-    /// Changes on every connect and failure (see [`MqttLink::publish_beside`]).
+    /// Changes on every connect and failure (see [`MqttLink::publish_alarm`]).
     pub fn generation(&self) -> u64 {
         self.generation
-    }
-
-    /// Wait until connected; Err when the connection failed.
-    pub async fn ready(&mut self) -> Result<(), UplinkError> {
-        self.connected().await
-    }
-
-    /// Wait until every message of the bulk batch was acknowledged (Ok), or the
-    /// connection failed first (Err: send it all again). Cancel-safe.
-    pub async fn bulk_done(&mut self) -> Result<(), UplinkError> {
-        loop {
-            match self.bulk {
-                None => return Ok(()),
-                Some(b) if b.failed => {
-                    self.bulk = None;
-                    return Err(UplinkError::Link(self.last_error.clone()));
-                }
-                Some(b) if b.waiting == 0 => {
-                    self.bulk = None;
-                    return Ok(());
-                }
-                Some(_) => {}
-            }
-            match self.next().await {
-                Ok(ev) => {
-                    self.on_event(ev);
-                }
-                Err(e) => {
-                    self.bulk = None;
-                    return Err(e);
-                }
-            }
-        }
     }
 
     /// Publish the retained `offline` status (waiting up to `wait` for its ack), then
