@@ -233,20 +233,28 @@ async fn statistics_go_up_once_a_window_is_over_and_survive_a_restart() {
     .await;
     assert!(stat_ids(&bodies(&rx)).is_empty());
 
-    // The window is over: both points' statistics arrive, after an alarm raised at the
-    // same time (alarms first).
+    // The window is over while the sink is stopped, and an alarm is raised at the same
+    // time: once it is back, both points' statistics arrive after the alarm (alarms
+    // first). Both wait in the store before the sink looks, so the order is the
+    // sink's choice, not a race with this test.
+    task.abort();
+    let _ = task.await;
+    drop(sink);
     store
         .close_buckets(hazgate::model::Timestamp(w0 + hazgate::store::BUCKET_MS))
         .unwrap();
     let mut expected: Vec<String> = (0..2).map(|p| format!("{SITE}-m{w0}-CH4-{p}-n2")).collect();
     let seq = add_alarms(&mut store, 1, 1)[0];
-    sink.wake();
+    let (sink, task) = UplinkSink::spawn(o.clone()).unwrap();
     wait_until(Duration::from_secs(30), "window 0 statistics", || {
         stat_ids(&bodies(&rx)) == expected
     })
     .await;
     let all = bodies(&rx);
-    let alarm_at = all.iter().position(|v| v["type"] == "alarm").unwrap();
+    let alarm_at = all
+        .iter()
+        .position(|v| v["type"] == "alarm")
+        .unwrap_or_else(|| panic!("no alarm among the bodies received: {all:?}"));
     let stats_at = all.iter().position(|v| v["type"] == "stats").unwrap();
     assert!(alarm_at < stats_at, "the alarm went first");
     assert_eq!(all[alarm_at]["id"], format!("{SITE}-a{seq}"));
