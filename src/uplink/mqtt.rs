@@ -138,6 +138,7 @@ impl MqttLink {
             .set_clean_session(false)
             .set_inflight(u16::try_from(max_in_flight + BULK_MAX + 2).unwrap_or(u16::MAX))
             .set_max_packet_size(16 << 20, 1 << 20)
+            .set_max_request_batch(max_in_flight + REQUEST_SLACK)
             .set_last_will(LastWill::new(
                 format!("{base}/status"),
                 encode::status(site, false, 0).payload,

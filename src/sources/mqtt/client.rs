@@ -99,6 +99,7 @@ impl Conn {
                 o.set_keep_alive(KEEP_ALIVE)
                     .set_clean_session(false)
                     .set_manual_acks(true)
+                    .set_max_request_batch(REQUEST_CAPACITY)
                     .set_max_packet_size(transport_limit, 64 * 1024);
                 if let Some(user) = &spec.username {
                     o.set_credentials(user, spec.password.clone().unwrap_or_default());
@@ -120,6 +121,7 @@ impl Conn {
                     .set_session_expiry_interval(Some(SESSION_EXPIRY_S))
                     .set_max_packet_size(Some(u32::try_from(transport_limit).unwrap_or(u32::MAX)))
                     .set_manual_acks(true)
+                    .set_max_request_batch(REQUEST_CAPACITY)
                     .set_connection_timeout(connect_timeout_s);
                 if let Some(user) = &spec.username {
                     o.set_credentials(user, spec.password.clone().unwrap_or_default());
@@ -194,7 +196,7 @@ impl Conn {
     }
 
     /// Whether events already read from the socket wait to be returned by `poll`
-    /// (rumqttc reads up to 10 packets at a time). The driver hands its batch on
+    /// (rumqttc reads up to 256 packets at a time). The driver hands its batch on
     /// when none do, so a batch never waits for the network.
     pub fn has_buffered(&self) -> bool {
         match self {

@@ -227,6 +227,22 @@ impl EventLoop {
                     if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
                         network.write(outgoing).await?;
                     }
+                    // hazgate: serialize more requests already waiting (same flow
+                    // control as the branch guard) before one flush.
+                    for _ in 1..self.options.max_request_batch {
+                        if !self.pending.is_empty()
+                            || self.state.inflight >= self.state.max_outgoing_inflight
+                            || self.state.collision.is_some()
+                        {
+                            break;
+                        }
+                        let Ok(request) = self.requests_rx.try_recv() else {
+                            break;
+                        };
+                        if let Some(outgoing) = self.state.handle_outgoing_packet(request)? {
+                            network.write(outgoing).await?;
+                        }
+                    }
                     network.flush().await?;
                     Ok(self.state.events.pop_front().unwrap())
                 }

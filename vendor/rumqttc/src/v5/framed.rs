@@ -7,6 +7,11 @@ use crate::framed::AsyncReadWrite;
 use super::mqttbytes::v5::Packet;
 use super::{mqttbytes, Codec, Incoming, MqttState, StateError};
 
+/// hazgate: packets read from the socket per `readb` (0.25.1: 10). Those already
+/// received are taken without waiting, so a backlog arrives in batches of up to this
+/// many, each answered with one flush.
+const MAX_READB_COUNT: usize = 256;
+
 /// Network transforms packets <-> frames efficiently. It takes
 /// advantage of pre-allocation, buffering and vectorization when
 /// appropriate to achieve performance
@@ -27,7 +32,7 @@ impl Network {
 
         Network {
             framed,
-            max_readb_count: 10,
+            max_readb_count: MAX_READB_COUNT,
         }
     }
 

@@ -292,6 +292,20 @@ impl MqttOptions {
         self.request_channel_capacity
     }
 
+    /// Requests taken from the request channel per write: after the first, up to
+    /// `max - 1` more already waiting are serialized before one flush, so a burst of
+    /// acknowledgements or publishes costs one write instead of one each. 0 or 1: one
+    /// request per flush (the default).
+    pub fn set_max_request_batch(&mut self, max: usize) -> &mut Self {
+        self.max_request_batch = max;
+        self
+    }
+
+    /// Requests taken from the request channel per write
+    pub fn max_request_batch(&self) -> usize {
+        self.max_request_batch
+    }
+
     /// Enables throttling and sets outoing message rate to the specified 'rate'
     pub fn set_pending_throttle(&mut self, duration: Duration) -> &mut Self {
         self.pending_throttle = duration;
