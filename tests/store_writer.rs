@@ -324,3 +324,45 @@ async fn shutdown_writes_the_queue_and_the_open_buckets() {
         .unwrap();
     assert_eq!(stats.iter().map(|s| s.count).sum::<u64>(), 2_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_of_small_batches_is_committed_in_groups() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        min_commit_interval_ms: 1_500,
+        // No tick within the test: only the group commit decides when readings go.
+        tick_ms: 600_000,
+        ..opts(&dir)
+    };
+    let (writer, task) = spawn(&o, 10);
+    let st = writer.status().clone();
+    let stored = |n: u64| {
+        let st = st.clone();
+        move || {
+            let st = st.clone();
+            async move { st.readings_stored.load(Ordering::Relaxed) == n }
+        }
+    };
+
+    // After a quiet spell a batch is committed by itself.
+    writer.send_readings(batch(0, 5)).await.unwrap();
+    wait_for(Duration::from_secs(30), "the first batch", stored(5)).await;
+    assert_eq!(st.readings_commits.load(Ordering::Relaxed), 1);
+
+    // Twenty more, a few ms apart, within the interval: gathered into one commit
+    // (one each without grouping).
+    for k in 0..20 {
+        writer.send_readings(batch(5 + 5 * k, 5)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    wait_for(Duration::from_secs(30), "the gathered batches", stored(105)).await;
+    assert_eq!(st.readings_commits.load(Ordering::Relaxed), 2);
+
+    // Readings still gathering when the writer shuts down are written, not lost.
+    writer.send_readings(batch(105, 5)).await.unwrap();
+    writer.shutdown().await.unwrap();
+    task.await.unwrap();
+    assert_eq!(st.readings_lost.load(Ordering::Relaxed), 0);
+    let expected: Vec<f64> = (0..110).map(|k| k as f64).collect();
+    assert_eq!(stored_values(&o), expected);
+}

@@ -136,6 +136,12 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
             l(&st.readings_stored),
         );
         g(
+            "hazgate_store_readings_commits_total",
+            "counter",
+            "Readings transactions committed (several batches each under load).",
+            l(&st.readings_commits),
+        );
+        g(
             "hazgate_store_readings_held",
             "gauge",
             "Readings held in memory while the store cannot take them.",

@@ -235,6 +235,12 @@ pub struct StoreOptions {
     /// Most readings kept in memory while the store cannot write them (disk full);
     /// beyond it the oldest are dropped, counted and logged.
     pub max_held_readings: usize,
+    /// Group commit: the writer commits readings at once when its last commit is at
+    /// least this old (ms), and otherwise gathers them until it is, so under a steady
+    /// stream there is at most one readings transaction per interval, while a reading
+    /// after a quiet spell is committed without delay. 0: commit every batch as it
+    /// comes.
+    pub min_commit_interval_ms: u64,
     /// How often the writer retries held readings and closes finished buckets (ms).
     pub tick_ms: u64,
     /// How often the writer prunes by retention (s).
@@ -258,6 +264,7 @@ impl Default for StoreOptions {
             readings_queue_batches: 1_024,
             max_batch_readings: 20_000,
             max_held_readings: 2_000_000,
+            min_commit_interval_ms: 5,
             tick_ms: 1_000,
             prune_interval_s: 600,
         }

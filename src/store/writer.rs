@@ -11,6 +11,13 @@
 //! - **readings** (batches), capacity [`StoreOptions::readings_queue_batches`]: when
 //!   full, [`StoreWriter::try_send_readings`] hands the batch back to the caller.
 //!
+//! Readings are committed in groups: a batch that finds the last readings commit at
+//! least [`StoreOptions::min_commit_interval_ms`] old is written at once, and batches
+//! arriving sooner are gathered and written together when that interval is over. A
+//! steady stream of small batches (MQTT messages a few at a time) then costs one
+//! transaction per interval rather than one per batch, and a reading after a quiet
+//! spell waits for nothing.
+//!
 //! Readings the store could not write (disk full, limit reached) are kept in memory,
 //! in order, and retried every tick; the store reports itself degraded meanwhile. Past
 //! [`StoreOptions::max_held_readings`] the oldest held readings are dropped — counted
@@ -31,6 +38,8 @@ pub struct StoreStatus {
     pub readings_received: AtomicU64,
     /// Raw rows stored after the change filter.
     pub readings_stored: AtomicU64,
+    /// Readings transactions committed.
+    pub readings_commits: AtomicU64,
     /// Readings waiting in memory because the store could not take them (gauge).
     pub readings_held: AtomicU64,
     /// Held readings dropped because the hold buffer overflowed.
@@ -70,6 +79,13 @@ impl StoreWriter {
     /// Start the writer task for `store`. Needs a tokio runtime with a blocking pool.
     pub fn spawn(store: Store) -> (StoreWriter, tokio::task::JoinHandle<()>) {
         let opts = store.options().clone();
+        // As if the last commit were an interval ago: the first batch goes at once.
+        let now = tokio::time::Instant::now();
+        let last_write = now
+            .checked_sub(std::time::Duration::from_millis(
+                opts.min_commit_interval_ms,
+            ))
+            .unwrap_or(now);
         let (control, control_rx) = mpsc::channel(opts.control_queue.max(1));
         let (readings, readings_rx) = mpsc::channel(opts.readings_queue_batches.max(1));
         let status = Arc::new(StoreStatus::default());
@@ -79,6 +95,8 @@ impl StoreWriter {
             control: control_rx,
             readings: readings_rx,
             held: VecDeque::new(),
+            last_write,
+            due: None,
             blocked: false,
             status: status.clone(),
         };
@@ -161,6 +179,10 @@ struct Driver {
     control: mpsc::Receiver<Command>,
     readings: mpsc::Receiver<Vec<Reading>>,
     held: VecDeque<Reading>,
+    /// When the last readings write started (group commit).
+    last_write: tokio::time::Instant,
+    /// Held readings wait for this moment to be written (group commit).
+    due: Option<tokio::time::Instant>,
     /// A write failed; wait for the next tick before retrying.
     blocked: bool,
     status: Arc<StoreStatus>,
@@ -242,6 +264,12 @@ impl Driver {
                         return;
                     }
                 },
+                _ = tokio::time::sleep_until(self.due.unwrap_or_else(tokio::time::Instant::now)), if self.due.is_some() => {
+                    self.due = None;
+                    if !self.blocked {
+                        self.write_held().await;
+                    }
+                }
                 batch = self.readings.recv() => {
                     if let Some(batch) = batch {
                         self.take(batch);
@@ -252,7 +280,7 @@ impl Driver {
                             }
                         }
                         if !self.blocked {
-                            self.write_held().await;
+                            self.write_or_gather().await;
                         }
                     }
                 }
@@ -319,8 +347,27 @@ impl Driver {
             .store(self.held.len() as u64, Ordering::Relaxed);
     }
 
+    /// Group commit: write the held readings now when the last write is at least
+    /// `min_commit_interval_ms` old or a full batch is waiting; otherwise write them
+    /// when it is (`due`).
+    async fn write_or_gather(&mut self) {
+        let gap = std::time::Duration::from_millis(self.opts.min_commit_interval_ms);
+        let next = self.last_write + gap;
+        if self.held.len() >= self.opts.max_batch_readings.max(1)
+            || tokio::time::Instant::now() >= next
+        {
+            self.write_held().await;
+        } else if self.due.is_none() {
+            self.due = Some(next);
+        }
+    }
+
     /// Write held readings in batches until none are left or a write fails.
     async fn write_held(&mut self) {
+        if !self.held.is_empty() {
+            self.last_write = tokio::time::Instant::now();
+            self.due = None;
+        }
         while !self.held.is_empty() {
             let n = self.held.len().min(self.opts.max_batch_readings.max(1));
             let batch: Vec<Reading> = self.held.drain(..n).collect();
@@ -335,6 +382,7 @@ impl Driver {
                     self.status
                         .readings_stored
                         .fetch_add(w.stored as u64, Ordering::Relaxed);
+                    self.status.readings_commits.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok((batch, Err(e))) => {
                     // Hand the batch back to the front of the queue, in order.

@@ -12,7 +12,11 @@
 //!   connection or a stop between receipt and hand-off means the broker delivers the
 //!   message again, not that it is lost. The price is at-least-once: a message
 //!   handed off whose PUBACK did not reach the broker arrives again (DUP set, counted
-//!   as `redelivered`) and gives the same reading twice.
+//!   as `redelivered`) and gives the same reading twice. Hand-off is not yet the
+//!   store: a `kill -9` also loses what was handed off and not yet committed — the
+//!   gateway's queues at that moment, normally one group commit
+//!   ([`StoreOptions::min_commit_interval_ms`](crate::store::StoreOptions), 5 ms) of
+//!   readings.
 //! - **Backpressure, never a drop.** Readings go out in batches (at most
 //!   [`BATCH_MAX`], handed on as soon as no more messages are already buffered) on a
 //!   bounded channel. When the channel is full the task waits; meanwhile it reads
