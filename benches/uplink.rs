@@ -53,15 +53,26 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-fn report(name: &str, mut us: Vec<f64>) {
+/// Percentiles of `us` (µs, in the order measured), and the five slowest with their
+/// place in that order (`#k`), to tell a start-up outlier from a steady tail.
+fn report(name: &str, us: Vec<f64>) {
+    let mut by_time: Vec<(usize, f64)> = us.iter().copied().enumerate().collect();
+    by_time.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let slowest: Vec<String> = by_time
+        .iter()
+        .take(5)
+        .map(|(k, v)| format!("#{k} {:.1} ms", v / 1000.0))
+        .collect();
+    let mut us = us;
     us.sort_by(|a, b| a.total_cmp(b));
     println!(
-        "{name}: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms",
+        "{name}: n={} p50={:.2} ms p90={:.2} ms p99={:.2} ms max={:.2} ms; slowest: {}",
         us.len(),
         percentile(&us, 0.5) / 1000.0,
         percentile(&us, 0.9) / 1000.0,
         percentile(&us, 0.99) / 1000.0,
-        us.last().copied().unwrap_or(f64::NAN) / 1000.0
+        us.last().copied().unwrap_or(f64::NAN) / 1000.0,
+        slowest.join(", ")
     );
 }
 
