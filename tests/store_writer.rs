@@ -336,17 +336,21 @@ async fn a_stream_of_small_batches_is_committed_in_groups() {
     };
     let (writer, task) = spawn(&o, 10);
     let st = writer.status().clone();
-    let stored = |n: u64| {
+    // `n` rows stored and at least `commits` commits counted.
+    let stored = |n: u64, commits: u64| {
         let st = st.clone();
         move || {
             let st = st.clone();
-            async move { st.readings_stored.load(Ordering::Relaxed) == n }
+            async move {
+                st.readings_stored.load(Ordering::Relaxed) == n
+                    && st.readings_commits.load(Ordering::Relaxed) >= commits
+            }
         }
     };
 
     // After a quiet spell a batch is committed by itself.
     writer.send_readings(batch(0, 5)).await.unwrap();
-    wait_for(Duration::from_secs(30), "the first batch", stored(5)).await;
+    wait_for(Duration::from_secs(30), "the first batch", stored(5, 1)).await;
     assert_eq!(st.readings_commits.load(Ordering::Relaxed), 1);
 
     // Twenty more, a few ms apart, within the interval: gathered into one commit
@@ -355,7 +359,12 @@ async fn a_stream_of_small_batches_is_committed_in_groups() {
         writer.send_readings(batch(5 + 5 * k, 5)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    wait_for(Duration::from_secs(30), "the gathered batches", stored(105)).await;
+    wait_for(
+        Duration::from_secs(30),
+        "the gathered batches",
+        stored(105, 2),
+    )
+    .await;
     assert_eq!(st.readings_commits.load(Ordering::Relaxed), 2);
 
     // Readings still gathering when the writer shuts down are written, not lost.
