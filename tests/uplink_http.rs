@@ -99,9 +99,14 @@ async fn sm4_alarms_survive_a_forced_outage_in_order_with_ids() {
         assert_eq!(m["type"], "alarm");
         assert_eq!(m["data"]["grade_name"], "断电");
     }
-    assert_eq!(sink.status().alarms_sent.load(Ordering::Relaxed), 20);
+    // The counter moves once the cursor is committed, after the receiver's answer.
+    wait_until(Duration::from_secs(30), "the twenty alarms counted", || {
+        sink.status().alarms_sent.load(Ordering::Relaxed) >= 20
+    })
+    .await;
     sink.shutdown().await;
     task.await.unwrap().unwrap();
+    assert_eq!(sink.status().alarms_sent.load(Ordering::Relaxed), 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,9 +300,16 @@ async fn statistics_go_up_once_a_window_is_over_and_survive_a_restart() {
         expected,
         "nothing sent twice across the restart"
     );
-    assert_eq!(sink.status().stats_sent.load(Ordering::Relaxed), 4);
+    // The counter moves once the cursor is committed, after the receiver's answer.
+    wait_until(
+        Duration::from_secs(30),
+        "the four statistics counted",
+        || sink.status().stats_sent.load(Ordering::Relaxed) >= 4,
+    )
+    .await;
     sink.shutdown().await;
     task.await.unwrap().unwrap();
+    assert_eq!(sink.status().stats_sent.load(Ordering::Relaxed), 4);
 }
 
 fn cert_dir() -> tempfile::TempDir {

@@ -107,6 +107,14 @@ async fn every_alarm_arrives_in_order_with_ids_across_a_broker_outage() {
         || dedup(&ids(&sub.messages(), "/alarm")) == expected,
     )
     .await;
+    // Counter and cursor move once the PUBACKs are in and the cursor is committed,
+    // which may be after the subscriber has the messages.
+    wait_until(
+        Duration::from_secs(20),
+        "the 40 alarms acknowledged",
+        || sink.status().alarms_sent.load(Ordering::Relaxed) >= 40,
+    )
+    .await;
     assert_eq!(sink.status().alarms_sent.load(Ordering::Relaxed), 40);
     // The cursor is durable: a second sink with the same name has nothing to resend.
     let reader = hazgate::store::Reader::open(&path).unwrap();
