@@ -52,6 +52,9 @@ pub struct Store {
     alarm_head: Hash,
     audit_head: Hash,
     sync_full: Option<bool>,
+    /// When a transaction last started with `synchronous=FULL` (its commit fsyncs the
+    /// WAL, and with it every frame written before).
+    last_sync: std::time::Instant,
     degraded: bool,
     /// The last `stats_5min.seq` given out. Every merge into a statistics row gives the
     /// row the next number, so sinks read rows in the order they were (last) written.
@@ -101,6 +104,7 @@ impl Store {
             alarm_head,
             audit_head,
             sync_full: None,
+            last_sync: std::time::Instant::now(),
             degraded: false,
             stats_seq,
         })
@@ -159,6 +163,9 @@ impl Store {
     }
 
     fn set_sync(&mut self, full: bool) -> Result<(), StoreError> {
+        if full {
+            self.last_sync = std::time::Instant::now();
+        }
         if self.sync_full != Some(full) {
             let mode = if full { "FULL" } else { "NORMAL" };
             self.reader
@@ -236,7 +243,9 @@ impl Store {
     /// heartbeat, statistics advanced. All or nothing: on error nothing was stored and
     /// the caller still holds the batch to hand in again.
     pub fn write_readings(&mut self, readings: &[Reading]) -> Result<ReadingsWritten, StoreError> {
-        self.set_sync(self.opts.fsync_readings)?;
+        let every = std::time::Duration::from_millis(self.opts.readings_sync_interval_ms);
+        let due = !every.is_zero() && self.last_sync.elapsed() >= every;
+        self.set_sync(self.opts.fsync_readings || due)?;
         self.ensure_points(readings)?;
         self.undo.clear();
         self.batch_no += 1;
@@ -781,4 +790,89 @@ pub(super) fn verify_chain(reader: &Reader) -> Result<Option<ChainBreak>, StoreE
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::{PointId, Quality};
+    use crate::store::PointMeta;
+    use std::time::Duration;
+
+    fn store(dir: &tempfile::TempDir, readings_sync_interval_ms: u64) -> Store {
+        let mut s = Store::open(&StoreOptions {
+            path: dir.path().join("s.db"),
+            store_every_reading: true,
+            readings_sync_interval_ms,
+            ..StoreOptions::default()
+        })
+        .unwrap();
+        let p = PointMeta {
+            id: "P0".into(),
+            kind: "ch4".into(),
+            unit: None,
+            site: None,
+            hazard_source: None,
+            deadband: None,
+        };
+        s.register_points(&[p]).unwrap();
+        s
+    }
+
+    fn write(s: &mut Store, ts: i64) {
+        let r = Reading {
+            point: PointId(0),
+            ts: Timestamp(ts),
+            value: ts as f64,
+            quality: Quality::Good,
+        };
+        s.write_readings(&[r]).unwrap();
+    }
+
+    /// SQLite's own `synchronous` setting of the connection the last commit used:
+    /// 2 (FULL) when that commit fsynced the WAL, 1 (NORMAL) when it did not.
+    fn synchronous(s: &Store) -> i64 {
+        s.reader
+            .conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_readings_commit_is_fsynced_once_the_sync_interval_is_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(&dir, 60_000);
+        write(&mut s, 1);
+        assert_eq!(synchronous(&s), 1, "within the interval: no fsync");
+        // The last fsync a minute ago: the next readings commit fsyncs, and restarts
+        // the interval.
+        s.last_sync = std::time::Instant::now()
+            .checked_sub(Duration::from_secs(61))
+            .unwrap();
+        write(&mut s, 2);
+        assert_eq!(synchronous(&s), 2);
+        write(&mut s, 3);
+        assert_eq!(synchronous(&s), 1);
+    }
+
+    #[test]
+    fn an_alarm_commit_restarts_the_sync_interval_and_zero_turns_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(&dir, 60_000);
+        s.last_sync = std::time::Instant::now()
+            .checked_sub(Duration::from_secs(61))
+            .unwrap();
+        s.set_sync(true).unwrap(); // what an alarm or audit commit does first
+        write(&mut s, 1);
+        assert_eq!(synchronous(&s), 1, "the alarm's fsync counts");
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = store(&dir, 0);
+        s.last_sync = std::time::Instant::now()
+            .checked_sub(Duration::from_secs(3_600))
+            .unwrap();
+        write(&mut s, 1);
+        assert_eq!(synchronous(&s), 1, "0: readings never fsync on their own");
+    }
 }
