@@ -19,7 +19,7 @@
 mod support;
 
 use hazgate::engine::Transition;
-use hazgate::store::{PointMeta, Store, StoreOptions};
+use hazgate::store::{Store, StoreOptions};
 use std::time::{Duration, Instant};
 
 const POINTS: u32 = 5_000;
@@ -40,17 +40,9 @@ fn run(sync_interval_ms: u64, secs: u64, batch: u32) -> Vec<f64> {
         ..StoreOptions::default()
     })
     .unwrap();
-    let metas: Vec<PointMeta> = (0..POINTS)
-        .map(|i| PointMeta {
-            id: format!("P{i}"),
-            kind: "ch4".into(),
-            unit: None,
-            site: None,
-            hazard_source: None,
-            deadband: None,
-        })
-        .collect();
-    store.register_points(&metas).unwrap();
+    store
+        .register_points(&support::ch4_points("P", POINTS))
+        .unwrap();
     let start = Instant::now();
     let mut next_alarm = start + Duration::from_millis(500);
     let mut ts = 1_700_000_000_000i64;

@@ -16,16 +16,7 @@ use std::time::{Duration, Instant};
 const POINTS: u32 = 5_000;
 
 fn metas() -> Vec<PointMeta> {
-    (0..POINTS)
-        .map(|i| PointMeta {
-            id: format!("P{i}"),
-            kind: "ch4".into(),
-            unit: None,
-            site: None,
-            hazard_source: None,
-            deadband: None,
-        })
-        .collect()
+    support::ch4_points("P", POINTS)
 }
 
 fn write(c: &mut Criterion) {

@@ -27,16 +27,7 @@ fn opts(path: &std::path::Path) -> StoreOptions {
 }
 
 fn metas() -> Vec<PointMeta> {
-    (0..POINTS)
-        .map(|i| PointMeta {
-            id: format!("P{i}"),
-            kind: "ch4".into(),
-            unit: None,
-            site: None,
-            hazard_source: None,
-            deadband: None,
-        })
-        .collect()
+    support::ch4_points("P", POINTS)
 }
 
 /// Writer mode: only does something when started by the parent test.

@@ -16,16 +16,7 @@ use support::{alarm_event, reading, wait_for};
 const T0: i64 = 1_700_000_000_000;
 
 fn points(n: u32) -> Vec<PointMeta> {
-    (0..n)
-        .map(|i| PointMeta {
-            id: format!("CH4-{i}"),
-            kind: "ch4".into(),
-            unit: None,
-            site: None,
-            hazard_source: None,
-            deadband: None,
-        })
-        .collect()
+    support::ch4_points("CH4-", n)
 }
 
 fn opts(dir: &tempfile::TempDir) -> StoreOptions {

@@ -96,7 +96,6 @@ impl StoreWriter {
             readings: readings_rx,
             held: VecDeque::new(),
             last_write,
-            due: None,
             blocked: false,
             status: status.clone(),
         };
@@ -181,8 +180,6 @@ struct Driver {
     held: VecDeque<Reading>,
     /// When the last readings write started (group commit).
     last_write: tokio::time::Instant,
-    /// Held readings wait for this moment to be written (group commit).
-    due: Option<tokio::time::Instant>,
     /// A write failed; wait for the next tick before retrying.
     blocked: bool,
     status: Arc<StoreStatus>,
@@ -228,6 +225,8 @@ impl Driver {
         let prune_every = std::time::Duration::from_secs(self.opts.prune_interval_s.max(1));
         let mut last_prune = tokio::time::Instant::now();
         loop {
+            let next_write = self.next_write();
+            let gathering = !self.held.is_empty() && !self.blocked;
             tokio::select! {
                 biased;
                 cmd = self.control.recv() => match cmd {
@@ -264,11 +263,9 @@ impl Driver {
                         return;
                     }
                 },
-                _ = tokio::time::sleep_until(self.due.unwrap_or_else(tokio::time::Instant::now)), if self.due.is_some() => {
-                    self.due = None;
-                    if !self.blocked {
-                        self.write_held().await;
-                    }
+                // Readings gathered by the group commit: written once the interval is over.
+                _ = tokio::time::sleep_until(next_write), if gathering => {
+                    self.write_held().await;
                 }
                 batch = self.readings.recv() => {
                     if let Some(batch) = batch {
@@ -347,18 +344,19 @@ impl Driver {
             .store(self.held.len() as u64, Ordering::Relaxed);
     }
 
+    /// Group commit: when held readings may be written next.
+    fn next_write(&self) -> tokio::time::Instant {
+        self.last_write + std::time::Duration::from_millis(self.opts.min_commit_interval_ms)
+    }
+
     /// Group commit: write the held readings now when the last write is at least
-    /// `min_commit_interval_ms` old or a full batch is waiting; otherwise write them
-    /// when it is (`due`).
+    /// `min_commit_interval_ms` old or a full batch is waiting; otherwise they wait
+    /// for the timer branch of `run`.
     async fn write_or_gather(&mut self) {
-        let gap = std::time::Duration::from_millis(self.opts.min_commit_interval_ms);
-        let next = self.last_write + gap;
         if self.held.len() >= self.opts.max_batch_readings.max(1)
-            || tokio::time::Instant::now() >= next
+            || tokio::time::Instant::now() >= self.next_write()
         {
             self.write_held().await;
-        } else if self.due.is_none() {
-            self.due = Some(next);
         }
     }
 
@@ -366,7 +364,6 @@ impl Driver {
     async fn write_held(&mut self) {
         if !self.held.is_empty() {
             self.last_write = tokio::time::Instant::now();
-            self.due = None;
         }
         while !self.held.is_empty() {
             let n = self.held.len().min(self.opts.max_batch_readings.max(1));

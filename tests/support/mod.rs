@@ -18,6 +18,20 @@ pub fn reading(point: u32, ts: i64, value: f64) -> Reading {
     }
 }
 
+/// `n` methane points `{prefix}0`, `{prefix}1`, … with nothing else set.
+pub fn ch4_points(prefix: &str, n: u32) -> Vec<hazgate::store::PointMeta> {
+    (0..n)
+        .map(|i| hazgate::store::PointMeta {
+            id: format!("{prefix}{i}"),
+            kind: "ch4".into(),
+            unit: None,
+            site: None,
+            hazard_source: None,
+            deadband: None,
+        })
+        .collect()
+}
+
 pub fn alarm_event(id: u64, point: u32, transition: Transition, ts: i64) -> AlarmEvent {
     AlarmEvent {
         transition,
