@@ -29,7 +29,7 @@
 use crate::actions::{ActionError, ActionSpec, ActionView, Controller, Output};
 use crate::config::Config;
 use crate::engine::{AlarmEvent, ControlError, Engine, EngineSpec, Event};
-use crate::model::{AlarmId, PointId, Reading, Timestamp};
+use crate::model::{AlarmId, Batch, PointId, Reading, Receipt, Timestamp};
 use crate::sources::modbus::build;
 use crate::sources::modbus::poller::{DeviceStats, LinkSpec, ModbusSource, WriteHandle};
 use crate::sources::mqtt::{self, MqttDeviceSpec, MqttSource, MqttStats};
@@ -59,6 +59,21 @@ const CONTROL_QUEUE: usize = 64;
 pub trait Outputs: Send + 'static {
     /// A batch of readings, with the quality the engine settled.
     fn readings(&mut self, readings: Vec<Reading>) -> impl Future<Output = ()> + Send;
+    /// A source's batch, settled, with the source's receipt: confirm it once the
+    /// readings are as safe as this output makes them (durable, for the store). By
+    /// default: after [`Outputs::readings`].
+    fn readings_with_receipt(
+        &mut self,
+        readings: Vec<Reading>,
+        receipt: Option<Receipt>,
+    ) -> impl Future<Output = ()> + Send {
+        async move {
+            self.readings(readings).await;
+            if let Some(r) = receipt {
+                r.confirm();
+            }
+        }
+    }
     /// Engine events (alarm transitions, risk changes, floods, stale points). Alarm
     /// transitions must be durable when this returns.
     fn events(&mut self, spec: &EngineSpec, events: &[Event]) -> impl Future<Output = ()> + Send;
@@ -103,7 +118,13 @@ pub struct StoreOutputs {
 
 impl Outputs for StoreOutputs {
     async fn readings(&mut self, readings: Vec<Reading>) {
-        if let Err(back) = self.writer.send_readings(readings).await {
+        self.readings_with_receipt(readings, None).await;
+    }
+
+    /// The receipt is confirmed by the store writer after the commit; when the writer
+    /// has stopped it is dropped unconfirmed.
+    async fn readings_with_receipt(&mut self, readings: Vec<Reading>, receipt: Option<Receipt>) {
+        if let Err(back) = self.writer.send_batch(Batch { readings, receipt }).await {
             if self.lost == 0 {
                 tracing::error!("the store writer stopped: readings can no longer be stored");
             }
@@ -649,7 +670,7 @@ async fn engine_loop<O: Outputs>(
     mut engine: Engine,
     mut safety: Option<Safety>,
     mut write_answers: mpsc::Receiver<WriteDone>,
-    mut rx: mpsc::Receiver<Vec<Reading>>,
+    mut rx: mpsc::Receiver<Batch>,
     mut control: mpsc::Receiver<ControlRequest>,
     live: LiveSender,
     mut outputs: O,
@@ -687,8 +708,8 @@ async fn engine_loop<O: Outputs>(
         let mut extra: Vec<Reading> = Vec::new();
         tokio::select! {
             batch = rx.recv(), if sources_open => match batch {
-                Some(batch) => {
-                    let settled = evaluate(&mut engine, &mut safety, batch, Vec::new(), &mut events);
+                Some(Batch { readings, receipt }) => {
+                    let settled = evaluate(&mut engine, &mut safety, readings, Vec::new(), &mut events);
                     // Alarm transitions first: they are committed before the readings
                     // that caused them are queued behind bulk data.
                     if !events.is_empty() {
@@ -696,7 +717,7 @@ async fn engine_loop<O: Outputs>(
                         events.clear();
                         publisher.publish(&mut engine, true);
                     }
-                    outputs.readings(settled).await;
+                    outputs.readings_with_receipt(settled, receipt).await;
                     publisher.dirty = true;
                 }
                 None => sources_open = false,

@@ -175,6 +175,76 @@ pub struct Reading {
     pub quality: Quality,
 }
 
+/// A batch of readings on its way from a source to the store, with an optional
+/// [`Receipt`] the store confirms once every reading of the batch is committed (or
+/// counted lost). A source that must not let go of its input before that — the MQTT
+/// source, which acknowledges a message to the broker only then — sends one; a
+/// source that can read its input again (Modbus) sends none.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub readings: Vec<Reading>,
+    pub receipt: Option<Receipt>,
+}
+
+impl From<Vec<Reading>> for Batch {
+    fn from(readings: Vec<Reading>) -> Batch {
+        Batch {
+            readings,
+            receipt: None,
+        }
+    }
+}
+
+/// A source's record of how far its batches are stored. The source numbers its
+/// batches 1, 2, 3… ([`Receipts::receipt`]); each confirmed receipt raises
+/// [`Receipts::stored`] to its number and wakes [`Receipts::changed`]. Batches of one
+/// source reach the store in order, so "stored up to n" covers every batch ≤ n.
+#[derive(Debug, Default)]
+pub struct Receipts {
+    stored: std::sync::atomic::AtomicU64,
+    notify: tokio::sync::Notify,
+}
+
+impl Receipts {
+    /// The receipt for batch number `seq`.
+    pub fn receipt(self: &std::sync::Arc<Self>, seq: u64) -> Receipt {
+        Receipt {
+            book: self.clone(),
+            seq,
+        }
+    }
+
+    /// The highest batch number confirmed so far (0: none).
+    pub fn stored(&self) -> u64 {
+        self.stored.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Resolves after a receipt was confirmed (possibly before this call: a
+    /// confirmation nobody waited for is kept for the next caller).
+    pub async fn changed(&self) {
+        self.notify.notified().await;
+    }
+}
+
+/// Handed back by the store when its batch is committed. Dropping it without
+/// [`Receipt::confirm`] (the store stopped, the batch was not written) confirms
+/// nothing: the source keeps what it would otherwise let go.
+#[derive(Debug)]
+pub struct Receipt {
+    book: std::sync::Arc<Receipts>,
+    seq: u64,
+}
+
+impl Receipt {
+    /// The batch is stored.
+    pub fn confirm(self) {
+        self.book
+            .stored
+            .fetch_max(self.seq, std::sync::atomic::Ordering::AcqRel);
+        self.book.notify.notify_one();
+    }
+}
+
 /// The four-colour scale used for both warning grades and hazard-source risk
 /// (一级 red > 二级 orange > 三级 yellow > 四级 blue). Ordered from least to most severe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ mod mosquitto;
 
 use hazgate::config::Config;
 use hazgate::engine::EngineSpec;
-use hazgate::model::{PointId, Quality, Reading, Timestamp};
+use hazgate::model::{Batch, PointId, Quality, Reading, Receipt, Timestamp};
 use hazgate::sources::mqtt::{self, MqttSource, MqttStats};
 use mosquitto::{make_certs, wait_until, Mosquitto};
 use std::collections::BTreeSet;
@@ -40,10 +40,13 @@ fn point(id: &str, mqtt: &str) -> String {
 /// The MQTT source of one device `D`, as the gateway would run it.
 struct Gateway {
     source: Option<MqttSource>,
-    rx: mpsc::Receiver<Vec<Reading>>,
+    rx: mpsc::Receiver<Batch>,
     stop: watch::Sender<bool>,
     spec: EngineSpec,
     got: Vec<Reading>,
+    /// `Some`: receipts are kept here instead of confirmed (a store that has not
+    /// committed yet).
+    held: Option<Vec<Receipt>>,
 }
 
 impl Gateway {
@@ -64,6 +67,7 @@ impl Gateway {
             stop,
             spec,
             got: Vec::new(),
+            held: None,
         }
     }
 
@@ -90,13 +94,24 @@ impl Gateway {
         while !cond(&self.got) {
             let left = deadline.saturating_duration_since(Instant::now());
             match tokio::time::timeout(left, self.rx.recv()).await {
-                Ok(Some(batch)) => self.got.extend(batch),
+                Ok(Some(batch)) => self.take(batch),
                 Ok(None) => panic!("channel closed waiting for {what}"),
                 Err(_) => panic!(
                     "timed out waiting for {what}; got {} readings, stats {:?}",
                     self.got.len(),
                     self.stats()
                 ),
+            }
+        }
+    }
+
+    /// Keep a batch and, as the store would after its commit, confirm its receipt.
+    fn take(&mut self, batch: Batch) {
+        self.got.extend(batch.readings);
+        if let Some(r) = batch.receipt {
+            match &mut self.held {
+                Some(held) => held.push(r),
+                None => r.confirm(),
             }
         }
     }
@@ -115,7 +130,7 @@ impl Gateway {
         let source = self.source.take().unwrap();
         let join = tokio::spawn(source.join());
         while let Some(batch) = self.rx.recv().await {
-            self.got.extend(batch);
+            self.take(batch);
         }
         join.await.unwrap();
         self.got
@@ -466,4 +481,61 @@ async fn tls_with_ca_client_certificate_and_password() {
     .await;
     assert_eq!(stats.connects.load(Relaxed), 0);
     gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_acknowledged_only_once_its_batch_is_stored() {
+    let broker = Mosquitto::start().await;
+    let device = seq_device(broker.port, "hazgate-test-receipts", "");
+    let points = [point("SEQ", r#"{ topic = "seq" }"#)];
+    let mut gw = Gateway::start(&device, &points, 64);
+    gw.held = Some(Vec::new());
+    gw.ready().await;
+    let seq = gw.id("SEQ");
+    broker.publish_lines("seq", &seq_lines(0..5), 1);
+    gw.until("5 messages", |r| distinct(r, seq).len() == 5)
+        .await;
+    // Handed on but not stored: nothing acknowledged, however long we wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stats = gw.stats();
+    assert_eq!(stats.acks.load(Relaxed), 0, "{stats:?}");
+    // Stopped before the store confirms: the broker still holds the five and sends
+    // them again to the next run.
+    gw.stop().await;
+    let mut gw = Gateway::start(&device, &points, 64);
+    gw.until("the 5 messages again", |r| distinct(r, seq).len() == 5)
+        .await;
+    let stats = gw.stats();
+    wait_until(Duration::from_secs(10), "5 PUBACKs", || {
+        stats.acks.load(Relaxed) >= 5
+    })
+    .await;
+    assert_eq!(stats.redelivered.load(Relaxed), 5, "{stats:?}");
+    gw.stop().await;
+
+    // Confirmed later: acknowledged then, and not sent again.
+    let mut gw = Gateway::start(&device, &points, 64);
+    gw.held = Some(Vec::new());
+    gw.ready().await;
+    broker.publish_lines("seq", &seq_lines(5..8), 1);
+    gw.until("3 more", |r| distinct(r, seq).len() == 3).await;
+    let stats = gw.stats();
+    assert_eq!(stats.acks.load(Relaxed), 0, "{stats:?}");
+    for r in gw.held.take().unwrap() {
+        r.confirm();
+    }
+    wait_until(Duration::from_secs(10), "3 PUBACKs", || {
+        stats.acks.load(Relaxed) >= 3
+    })
+    .await;
+    gw.stop().await;
+    let gw = Gateway::start(&device, &points, 64);
+    gw.ready().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = gw.stop().await;
+    assert_eq!(
+        distinct(&got, seq),
+        BTreeSet::new(),
+        "sent again after PUBACK"
+    );
 }

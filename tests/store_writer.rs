@@ -1,15 +1,17 @@
 //! The store's writer task on a real tokio runtime and a real SQLite file: alarms are
 //! durable when `commit_alarms` returns, overtake queued readings, a full readings
 //! queue hands the batch back, readings held through a full disk are written once
-//! space returns (and any loss is counted), and shutdown flushes.
+//! space returns (and any loss is counted), shutdown flushes, and a source's receipt
+//! is confirmed only after its batch is committed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use hazgate::engine::Transition;
-use hazgate::model::{Reading, Timestamp};
+use hazgate::model::{Batch, Reading, Receipts, Timestamp};
 use hazgate::store::{PointMeta, Reader, Store, StoreError, StoreOptions, StoreWriter};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use support::{alarm_event, reading, wait_for};
 
@@ -365,4 +367,58 @@ async fn a_stream_of_small_batches_is_committed_in_groups() {
     assert_eq!(st.readings_lost.load(Ordering::Relaxed), 0);
     let expected: Vec<f64> = (0..110).map(|k| k as f64).collect();
     assert_eq!(stored_values(&o), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receipt_is_confirmed_after_its_commit_and_not_while_the_disk_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        // Without a receipt a batch right after a commit would wait ten minutes.
+        min_commit_interval_ms: 600_000,
+        disk_limit_bytes: Some(256 * 1024),
+        max_batch_readings: 1_000,
+        ..opts(&dir)
+    };
+    let (writer, task) = spawn(&o, 10);
+    let book = Arc::new(Receipts::default());
+    let stored = |seq: u64| {
+        let book = book.clone();
+        move || {
+            let book = book.clone();
+            async move { book.stored() >= seq }
+        }
+    };
+    writer.send_readings(batch(0, 5)).await.unwrap();
+    let send = |first: i64, n: i64, seq: u64| Batch {
+        readings: batch(first, n),
+        receipt: Some(book.receipt(seq)),
+    };
+    writer.send_batch(send(5, 5, 1)).await.unwrap();
+    wait_for(Duration::from_secs(30), "receipt 1", stored(1)).await;
+    // Confirmed means committed: another connection sees the rows.
+    assert_eq!(stored_values(&o).len(), 10);
+    // A batch with no readings left is confirmed behind the ones before it.
+    writer.send_batch(send(10, 0, 2)).await.unwrap();
+    wait_for(Duration::from_secs(30), "receipt 2", stored(2)).await;
+
+    // Disk full: the batch is held, its receipt waits.
+    let sent = 10 + fill_until_held(&writer).await;
+    writer.send_batch(send(sent, 100, 3)).await.unwrap();
+    let status = writer.status().clone();
+    wait_for(Duration::from_secs(10), "the batch held", || {
+        let s = status.clone();
+        async move { s.readings_received.load(Ordering::Relaxed) as i64 == sent + 100 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        book.stored(),
+        2,
+        "confirmed while its readings were not written"
+    );
+    writer.set_disk_limit(None).await.unwrap();
+    wait_for(Duration::from_secs(30), "receipt 3", stored(3)).await;
+    assert_eq!(status.readings_held.load(Ordering::Relaxed), 0);
+    writer.shutdown().await.unwrap();
+    task.await.unwrap();
 }

@@ -18,14 +18,22 @@
 //! transaction per interval rather than one per batch, and a reading after a quiet
 //! spell waits for nothing.
 //!
+//! A batch may carry a source's [`Receipt`]: it is confirmed once every reading of the
+//! batch and of the batches before it is committed (the MQTT source acknowledges
+//! messages to the broker only then). A batch with a receipt is written as soon as the
+//! writer is free, without waiting out the group-commit interval: its source may be
+//! holding back until then (a broker sends only so many unacknowledged messages).
+//! Batches that arrive while a commit runs still go together in the next one.
+//!
 //! Readings the store could not write (disk full, limit reached) are kept in memory,
 //! in order, and retried every tick; the store reports itself degraded meanwhile. Past
 //! [`StoreOptions::max_held_readings`] the oldest held readings are dropped — counted
-//! in [`StoreStatus::readings_lost`] and logged, never silently.
+//! in [`StoreStatus::readings_lost`] and logged, never silently; their receipts are
+//! confirmed (there is nothing left to wait for).
 
 use super::{AuditEntry, Store, StoreError, StoreOptions};
 use crate::engine::AlarmEvent;
-use crate::model::{Reading, Timestamp};
+use crate::model::{Batch, Reading, Receipt, Timestamp};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -71,7 +79,7 @@ enum Command {
 #[derive(Clone)]
 pub struct StoreWriter {
     control: mpsc::Sender<Command>,
-    readings: mpsc::Sender<Vec<Reading>>,
+    readings: mpsc::Sender<Batch>,
     status: Arc<StoreStatus>,
 }
 
@@ -95,6 +103,9 @@ impl StoreWriter {
             control: control_rx,
             readings: readings_rx,
             held: VecDeque::new(),
+            receipts: VecDeque::new(),
+            taken: 0,
+            settled: 0,
             last_write,
             blocked: false,
             status: status.clone(),
@@ -139,15 +150,26 @@ impl StoreWriter {
     /// Queue a batch of readings without waiting. When the queue is full (or the
     /// writer stopped) the batch is handed back.
     pub fn try_send_readings(&self, batch: Vec<Reading>) -> Result<(), Vec<Reading>> {
-        self.readings.try_send(batch).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
-        })
+        self.readings
+            .try_send(Batch::from(batch))
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => {
+                    b.readings
+                }
+            })
     }
 
     /// Queue a batch of readings, waiting for room. Hands the batch back when the
     /// writer stopped.
     pub async fn send_readings(&self, batch: Vec<Reading>) -> Result<(), Vec<Reading>> {
-        self.readings.send(batch).await.map_err(|e| e.0)
+        self.send_batch(Batch::from(batch)).await
+    }
+
+    /// Queue a batch with its source's receipt, waiting for room; the receipt is
+    /// confirmed after the commit. Hands the readings back when the writer stopped
+    /// (the receipt is then dropped unconfirmed).
+    pub async fn send_batch(&self, batch: Batch) -> Result<(), Vec<Reading>> {
+        self.readings.send(batch).await.map_err(|e| e.0.readings)
     }
 
     /// Change the disk limit (e.g. an operator freed space or raised it). Held
@@ -176,8 +198,14 @@ struct Driver {
     store: Option<Store>,
     opts: StoreOptions,
     control: mpsc::Receiver<Command>,
-    readings: mpsc::Receiver<Vec<Reading>>,
+    readings: mpsc::Receiver<Batch>,
     held: VecDeque<Reading>,
+    /// Receipts waiting for their batch: (`taken` after the batch, receipt).
+    receipts: VecDeque<(u64, Receipt)>,
+    /// Readings ever taken into `held`, and ever let go of it (written or dropped):
+    /// `held` holds the readings numbered `settled..taken`.
+    taken: u64,
+    settled: u64,
     /// When the last readings write started (group commit).
     last_write: tokio::time::Instant,
     /// A write failed; wait for the next tick before retrying.
@@ -321,14 +349,21 @@ impl Driver {
     }
 
     /// Accept a batch into the hold buffer, dropping (counted) the oldest past the bound.
-    fn take(&mut self, batch: Vec<Reading>) {
+    fn take(&mut self, batch: Batch) {
+        let n = batch.readings.len() as u64;
         self.status
             .readings_received
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.held.extend(batch);
+            .fetch_add(n, Ordering::Relaxed);
+        self.held.extend(batch.readings);
+        self.taken += n;
+        if let Some(r) = batch.receipt {
+            self.receipts.push_back((self.taken, r));
+        }
         let max = self.opts.max_held_readings.max(1);
-        if self.held.len() > max {
-            let excess = self.held.len() - max;
+        let excess = self.held.len().saturating_sub(max);
+        // Confirms an empty batch's receipt at once when nothing is held before it.
+        self.settle(excess as u64);
+        if excess > 0 {
             self.held.drain(..excess);
             self.status
                 .readings_lost
@@ -349,11 +384,27 @@ impl Driver {
         self.last_write + std::time::Duration::from_millis(self.opts.min_commit_interval_ms)
     }
 
+    /// `n` more held readings are written or dropped: confirm the receipts of every
+    /// batch now wholly let go of.
+    fn settle(&mut self, n: u64) {
+        self.settled += n;
+        while self
+            .receipts
+            .front()
+            .is_some_and(|(end, _)| *end <= self.settled)
+        {
+            if let Some((_, r)) = self.receipts.pop_front() {
+                r.confirm();
+            }
+        }
+    }
+
     /// Group commit: write the held readings now when the last write is at least
-    /// `min_commit_interval_ms` old or a full batch is waiting; otherwise they wait
-    /// for the timer branch of `run`.
+    /// `min_commit_interval_ms` old, a full batch is waiting or a source waits for a
+    /// receipt; otherwise they wait for the timer branch of `run`.
     async fn write_or_gather(&mut self) {
         if self.held.len() >= self.opts.max_batch_readings.max(1)
+            || !self.receipts.is_empty()
             || tokio::time::Instant::now() >= self.next_write()
         {
             self.write_held().await;
@@ -380,6 +431,7 @@ impl Driver {
                         .readings_stored
                         .fetch_add(w.stored as u64, Ordering::Relaxed);
                     self.status.readings_commits.fetch_add(1, Ordering::Relaxed);
+                    self.settle(n as u64);
                 }
                 Ok((batch, Err(e))) => {
                     // Hand the batch back to the front of the queue, in order.

@@ -36,7 +36,7 @@
 
 use super::decode::{decode_bit, decode_registers, Table};
 use super::plan::Block;
-use crate::model::{PointId, Quality, Reading, Timestamp};
+use crate::model::{Batch, PointId, Quality, Reading, Timestamp};
 use crate::sources::wall_now;
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -269,7 +269,7 @@ impl ModbusSource {
     /// `true` stops every link at a safe point (between requests).
     pub fn start(
         links: Vec<LinkSpec>,
-        tx: mpsc::Sender<Vec<Reading>>,
+        tx: mpsc::Sender<Batch>,
         shutdown: watch::Receiver<bool>,
     ) -> ModbusSource {
         let mut stats = Vec::new();
@@ -330,7 +330,7 @@ struct DevState {
 struct LinkTask {
     spec: LinkSpec,
     stats: Vec<Arc<DeviceStats>>,
-    tx: mpsc::Sender<Vec<Reading>>,
+    tx: mpsc::Sender<Batch>,
     writes: mpsc::Receiver<WriteRequest>,
     shutdown: watch::Receiver<bool>,
     conn: Option<Context>,
@@ -351,7 +351,7 @@ impl LinkTask {
     fn new(
         spec: LinkSpec,
         stats: Vec<Arc<DeviceStats>>,
-        tx: mpsc::Sender<Vec<Reading>>,
+        tx: mpsc::Sender<Batch>,
         writes: mpsc::Receiver<WriteRequest>,
         shutdown: watch::Receiver<bool>,
     ) -> LinkTask {
@@ -725,7 +725,7 @@ impl LinkTask {
         if readings.is_empty() {
             return Ok(());
         }
-        self.tx.send(readings).await.map_err(|_| ())
+        self.tx.send(Batch::from(readings)).await.map_err(|_| ())
     }
 
     async fn handle_write(&mut self, req: WriteRequest) {

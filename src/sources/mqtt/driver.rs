@@ -7,22 +7,24 @@
 //!   stopped or disconnected wait in the broker and are delivered when it is back
 //!   (up to the broker's queue limit: Mosquitto's `max_queued_messages`, 1000 by
 //!   default — raise it for long outages).
-//! - **Acknowledged after hand-off.** PUBACK is sent manually, only after the
-//!   message's readings were accepted by the readings channel. A crash, a lost
-//!   connection or a stop between receipt and hand-off means the broker delivers the
-//!   message again, not that it is lost. The price is at-least-once: a message
-//!   handed off whose PUBACK did not reach the broker arrives again (DUP set, counted
-//!   as `redelivered`) and gives the same reading twice. Hand-off is not yet the
-//!   store: a `kill -9` also loses what was handed off and not yet committed — the
-//!   gateway's queues at that moment, normally one group commit
-//!   ([`StoreOptions::min_commit_interval_ms`](crate::store::StoreOptions), 5 ms) of
-//!   readings.
+//! - **Acknowledged once stored.** PUBACK is sent manually, only after the store
+//!   has committed the message's readings: each batch goes out with a
+//!   [`Receipt`](crate::model::Receipt) the store writer confirms after the commit,
+//!   and the packet ids of its messages wait until then (PUBACKs keep the order the
+//!   messages came in). A crash (`kill -9` included), a lost connection or a stop
+//!   before that commit means the broker delivers the message again, not that it is
+//!   lost. The price is at-least-once: a message stored whose PUBACK did not reach
+//!   the broker arrives again (DUP set, counted as `redelivered`) and gives the same
+//!   reading twice. While the store cannot write (disk full) nothing is
+//!   acknowledged, so the broker keeps the messages. Throughput per connection is
+//!   bounded by the broker's window of unacknowledged messages per commit round trip:
+//!   Mosquitto's `max_inflight_messages` (20 by default) for MQTT 3.1.1; on MQTT 5
+//!   the window is the client's receive maximum, 65,535.
 //! - **Backpressure, never a drop.** Readings go out in batches (at most
 //!   [`BATCH_MAX`], handed on as soon as no more messages are already buffered) on a
 //!   bounded channel. When the channel is full the task waits; meanwhile it reads
 //!   nothing, and since nothing is acknowledged the broker holds the messages (its
-//!   in-flight window — Mosquitto's `max_inflight_messages`, 20 by default — stops
-//!   it sending more).
+//!   in-flight window stops it sending more).
 //! - **Reconnect and resubscribe.** After a failed connection the task retries with
 //!   exponential backoff (100 ms to 5 s, ±20 % jitter) and subscribes every filter
 //!   again after every CONNACK, whatever `session_present` says (MQTT 5 asks the
@@ -46,7 +48,7 @@
 use super::client::{Conn, Incoming, Message};
 use super::decode::{self, DecodeError, Limits};
 use super::topic::{Miss, Router};
-use crate::model::{PointId, Quality, Reading, Timestamp};
+use crate::model::{Batch, PointId, Quality, Reading, Receipts, Timestamp};
 use crate::sources::wall_now;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -208,7 +210,7 @@ impl MqttSource {
     /// every task at a safe point: the readings already decoded are handed on first.
     pub fn start(
         devices: Vec<MqttDeviceSpec>,
-        tx: mpsc::Sender<Vec<Reading>>,
+        tx: mpsc::Sender<Batch>,
         shutdown: watch::Receiver<bool>,
     ) -> MqttSource {
         let mut stats = Vec::new();
@@ -279,12 +281,17 @@ struct DeviceTask {
     filters: Vec<String>,
     points: Vec<PointId>,
     stats: Arc<MqttStats>,
-    tx: mpsc::Sender<Vec<Reading>>,
+    tx: mpsc::Sender<Batch>,
     shutdown: watch::Receiver<bool>,
     batch: Vec<Reading>,
-    /// Packet ids of the messages in `batch`, acknowledged once it is handed on.
+    /// Packet ids of the messages in `batch`, acknowledged once it is stored.
     batch_acks: Vec<u16>,
-    /// PUBACKs not yet taken by the client's request channel.
+    /// How far the batches handed on are stored, and the last batch number issued.
+    receipts: Arc<Receipts>,
+    issued: u64,
+    /// Packet ids waiting for their batch (by number) to be stored.
+    unstored: VecDeque<(u64, u16)>,
+    /// PUBACKs due, not yet taken by the client's request channel.
     owed: VecDeque<u16>,
     throttle: Throttle,
     rng: u64,
@@ -302,7 +309,7 @@ impl DeviceTask {
     fn new(
         spec: MqttDeviceSpec,
         stats: Arc<MqttStats>,
-        tx: mpsc::Sender<Vec<Reading>>,
+        tx: mpsc::Sender<Batch>,
         shutdown: watch::Receiver<bool>,
     ) -> DeviceTask {
         let seed = spec.id.bytes().fold(0x9E37_79B9_7F4A_7C15u64, |h, b| {
@@ -317,6 +324,9 @@ impl DeviceTask {
             shutdown,
             batch: Vec::with_capacity(BATCH_MAX),
             batch_acks: Vec::with_capacity(BATCH_MAX),
+            receipts: Arc::new(Receipts::default()),
+            issued: 0,
+            unstored: VecDeque::new(),
             owed: VecDeque::new(),
             throttle: Throttle { last: Vec::new() },
             rng: seed | 1,
@@ -368,6 +378,7 @@ impl DeviceTask {
                     }
                 }
             }
+            self.settle();
             if let Some(c) = &conn {
                 self.drain_owed(c);
                 if subscribe_pending && c.subscribe(&self.filters).is_ok() {
@@ -380,6 +391,7 @@ impl DeviceTask {
             };
             let can_poll = conn.is_some() && retry_at.is_none();
             let far = now + Duration::from_secs(3600);
+            let receipts = self.receipts.clone();
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => {}
@@ -390,6 +402,8 @@ impl DeviceTask {
                     }
                 }
                 _ = sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() => {}
+                // A batch was stored: its PUBACKs go out at the top of the loop.
+                _ = receipts.changed(), if !self.unstored.is_empty() => {}
                 event = poll(&mut conn), if can_poll => {
                     // A `&Conn` is not `Send`: never held across an await.
                     match event {
@@ -410,6 +424,7 @@ impl DeviceTask {
                             self.stats.connects.fetch_add(1, Relaxed);
                             backoff = BACKOFF_MIN;
                             down_since = None;
+                            self.unstored.clear();
                             self.owed.clear();
                             if ever_connected {
                                 if session_present {
@@ -453,6 +468,7 @@ impl DeviceTask {
                             }
                             // Not acknowledged: the broker sends these again.
                             self.batch_acks.clear();
+                            self.unstored.clear();
                             self.owed.clear();
                             if self.flush().await.is_err() {
                                 break;
@@ -471,7 +487,8 @@ impl DeviceTask {
             }
         }
         // Stop at a safe point: what was decoded goes on; what was not acknowledged
-        // is sent again by the broker next time.
+        // (not yet stored, or its PUBACK not yet out) is sent again by the broker
+        // next time.
         let _ = self.flush().await;
         if let Some(c) = &conn {
             self.ack(Some(c));
@@ -582,25 +599,54 @@ impl DeviceTask {
         self.flush().await
     }
 
-    /// Hand the batch to the channel, waiting while it is full; its messages may be
-    /// acknowledged from then on ([`DeviceTask::ack`]). Err when the channel is
-    /// closed (the gateway is gone).
+    /// Hand the batch to the channel with a receipt, waiting while it is full; its
+    /// messages are acknowledged once the store confirms the receipt
+    /// ([`DeviceTask::settle`]). Messages that gave no reading (unknown topic) are
+    /// acknowledged after the messages before them. Err when the channel is closed
+    /// (the gateway is gone).
     async fn flush(&mut self) -> Result<(), ()> {
-        if !self.batch.is_empty() {
-            let n = self.batch.len() as u64;
-            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_MAX));
-            if self.tx.send(batch).await.is_err() {
-                return Err(());
+        if self.batch.is_empty() {
+            match self.unstored.back() {
+                Some(&(seq, _)) => self
+                    .unstored
+                    .extend(self.batch_acks.drain(..).map(|p| (seq, p))),
+                None => self.owed.extend(self.batch_acks.drain(..)),
             }
-            self.stats.readings.fetch_add(n, Relaxed);
-            self.stats.batches.fetch_add(1, Relaxed);
+            return Ok(());
         }
-        self.owed.extend(self.batch_acks.drain(..));
+        let n = self.batch.len() as u64;
+        let readings = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_MAX));
+        let seq = self.issued + 1;
+        let batch = Batch {
+            readings,
+            receipt: Some(self.receipts.receipt(seq)),
+        };
+        if self.tx.send(batch).await.is_err() {
+            return Err(());
+        }
+        self.issued = seq;
+        self.stats.readings.fetch_add(n, Relaxed);
+        self.stats.batches.fetch_add(1, Relaxed);
+        self.unstored
+            .extend(self.batch_acks.drain(..).map(|p| (seq, p)));
         Ok(())
     }
 
-    /// Acknowledge what was handed on, as far as the client's channel takes it.
+    /// Packet ids whose batch is stored become due PUBACKs.
+    fn settle(&mut self) {
+        let stored = self.receipts.stored();
+        while let Some(&(seq, pkid)) = self.unstored.front() {
+            if seq > stored {
+                break;
+            }
+            self.unstored.pop_front();
+            self.owed.push_back(pkid);
+        }
+    }
+
+    /// Acknowledge what is stored, as far as the client's channel takes it.
     fn ack(&mut self, conn: Option<&Conn>) {
+        self.settle();
         if let Some(c) = conn {
             self.drain_owed(c);
         }
