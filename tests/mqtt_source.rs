@@ -539,3 +539,73 @@ async fn a_message_is_acknowledged_only_once_its_batch_is_stored() {
         "sent again after PUBACK"
     );
 }
+
+/// Read one MQTT packet from a raw socket: (first byte, body).
+async fn read_packet(sock: &mut tokio::net::TcpStream) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let first = sock.read_u8().await.unwrap();
+    let (mut len, mut shift) = (0usize, 0);
+    loop {
+        let b = sock.read_u8().await.unwrap();
+        len |= usize::from(b & 0x7f) << shift;
+        shift += 7;
+        if b & 0x80 == 0 {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    sock.read_exact(&mut body).await.unwrap();
+    (first, body)
+}
+
+/// The last message of a read followed, in the same read, by another packet: the
+/// batch must go on at once, not wait for a next message (which a broker whose
+/// in-flight window is full never sends). Mosquitto does this only by chance of
+/// timing (a SUBACK right behind a session's queued messages), so a raw MQTT peer on
+/// a loopback socket writes CONNACK, one QoS 1 PUBLISH and a PINGRESP in one write,
+/// then waits for the PUBACK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_followed_by_another_packet_in_one_read_is_not_held_back() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let (connect, _) = read_packet(&mut sock).await;
+        assert_eq!(connect >> 4, 1, "CONNECT first");
+        let (topic, payload) = (b"seq".as_slice(), br#"{"value":42}"#.as_slice());
+        let mut out = vec![0x20, 0x02, 0x01, 0x00]; // CONNACK, session present
+        out.push(0x32); // PUBLISH, QoS 1
+        out.push((2 + topic.len() + 2 + payload.len()) as u8);
+        out.extend((topic.len() as u16).to_be_bytes());
+        out.extend(topic);
+        out.extend(7u16.to_be_bytes()); // packet id
+        out.extend(payload);
+        out.extend([0xD0, 0x00]); // PINGRESP
+        sock.write_all(&out).await.unwrap();
+        // SUBSCRIBE may come first (never answered); then the PUBACK.
+        loop {
+            let (kind, body) = read_packet(&mut sock).await;
+            if kind >> 4 == 4 {
+                return body;
+            }
+        }
+    });
+    let device = seq_device(port, "hazgate-test-raw", "");
+    let mut gw = Gateway::start(&device, &[point("SEQ", r#"{ topic = "seq" }"#)], 64);
+    let seq = gw.id("SEQ");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw.got.iter().any(|r| r.point == seq && r.value == 42.0) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, gw.rx.recv()).await {
+            Ok(Some(batch)) => gw.take(batch),
+            _ => panic!("the reading was held back: {:?}", gw.stats()),
+        }
+    }
+    let puback = tokio::time::timeout(Duration::from_secs(5), peer)
+        .await
+        .expect("no PUBACK")
+        .unwrap();
+    assert_eq!(puback, 7u16.to_be_bytes());
+    gw.stop().await;
+}

@@ -412,13 +412,6 @@ impl DeviceTask {
                             if let Some(pkid) = msg.ack {
                                 self.batch_acks.push(pkid);
                             }
-                            let buffered = conn.as_ref().is_some_and(Conn::has_buffered);
-                            if self.batch.len() >= BATCH_MAX || !buffered {
-                                if self.flush().await.is_err() {
-                                    break;
-                                }
-                                self.ack(conn.as_ref());
-                            }
                         }
                         Ok(Incoming::Connected { session_present }) => {
                             self.stats.connects.fetch_add(1, Relaxed);
@@ -482,6 +475,18 @@ impl DeviceTask {
                             retry_at = Some(Instant::now() + self.jitter(backoff));
                             backoff = (backoff * 2).min(BACKOFF_MAX);
                         }
+                    }
+                    // Whatever the packet, the batch goes on once nothing more is
+                    // buffered: the last message of a read may be followed by a SUBACK
+                    // or a PINGRESP, and must not wait for the next message (with the
+                    // broker's window full, none would come).
+                    let buffered = conn.as_ref().is_some_and(Conn::has_buffered);
+                    let waiting = !self.batch.is_empty() || !self.batch_acks.is_empty();
+                    if waiting && (self.batch.len() >= BATCH_MAX || !buffered) {
+                        if self.flush().await.is_err() {
+                            break;
+                        }
+                        self.ack(conn.as_ref());
                     }
                 }
             }
