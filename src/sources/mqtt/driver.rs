@@ -17,9 +17,10 @@
 //!   the broker arrives again (DUP set, counted as `redelivered`) and gives the same
 //!   reading twice. While the store cannot write (disk full) nothing is
 //!   acknowledged, so the broker keeps the messages. Throughput per connection is
-//!   bounded by the broker's window of unacknowledged messages per commit round trip:
-//!   Mosquitto's `max_inflight_messages` (20 by default) for MQTT 3.1.1; on MQTT 5
-//!   the window is the client's receive maximum, 65,535.
+//!   bounded by the broker's window of unacknowledged messages (Mosquitto's
+//!   `max_inflight_messages`; on MQTT 5 also the client's receive maximum) per
+//!   commit round trip; a batch with unacknowledged messages is committed as soon
+//!   as the store writer is free (`cargo bench --bench mqtt_ingest` measures it).
 //! - **Backpressure, never a drop.** Readings go out in batches (at most
 //!   [`BATCH_MAX`], handed on as soon as no more messages are already buffered) on a
 //!   bounded channel. When the channel is full the task waits; meanwhile it reads
