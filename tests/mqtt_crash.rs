@@ -5,7 +5,8 @@
 //! with SIGKILL three times while they flow and started again at once. Once every
 //! message has reached the broker and the gateway has caught up, the store must hold
 //! every number: a message is acknowledged to the broker only after its reading is
-//! committed, so what a kill takes from the gateway the broker sends again.
+//! committed, so what a kill takes from the gateway the broker sends again. The last
+//! run's `/metrics` then shows every message it received acknowledged.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/mosquitto.rs"]
@@ -22,7 +23,13 @@ const MESSAGES: u64 = 12_000;
 /// Sent in slices of this many every 10 ms: 4,000 messages/s.
 const SLICE: u64 = 40;
 
-fn config(port: u16, db: &Path) -> String {
+const TOKEN: &str = "crash-test-viewer-5e0c";
+
+fn config(port: u16, api_port: u16, db: &Path) -> String {
+    let sha: String = hazgate::api::hash_token(TOKEN)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     format!(
         r#"
 [site]
@@ -33,6 +40,13 @@ rule_profile = "gb-2022"
 
 [storage]
 path = "{}"
+
+[api]
+listen = "127.0.0.1:{api_port}"
+  [[api.tokens]]
+  name = "viewer"
+  role = "viewer"
+  sha256 = "{sha}"
 
 [[devices]]
 id = "GW-1"
@@ -90,6 +104,24 @@ fn stored(db: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// `GET /metrics` of the gateway.
+fn metrics(api_port: u16) -> String {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", api_port)) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
+
+/// The value of one sample line (`name{labels}`) in a metrics text.
+fn metric(text: &str, sample: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+}
+
 fn missing(values: &[u64]) -> Vec<u64> {
     let have: std::collections::HashSet<u64> = values.iter().copied().collect();
     (1..=MESSAGES).filter(|v| !have.contains(v)).collect()
@@ -102,7 +134,8 @@ async fn kill_9_during_an_mqtt_stream_loses_no_message() {
     let db = dir.path().join("crash.db");
     let cfg = dir.path().join("crash.toml");
     let log = dir.path().join("gateway.log");
-    std::fs::write(&cfg, config(broker.port, &db)).unwrap();
+    let api_port = mosquitto::free_port();
+    std::fs::write(&cfg, config(broker.port, api_port, &db)).unwrap();
 
     // First run: subscribe (the session and its subscription now live in the broker).
     let mut gw = start(&cfg, &log);
@@ -169,6 +202,16 @@ async fn kill_9_during_an_mqtt_stream_loses_no_message() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         values = stored(&db);
     }
+    // The last run acknowledged every message it received, once stored.
+    let device = "{device=\"GW-1\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = metrics(api_port);
+    while metric(&text, &format!("hazgate_mqtt_unacknowledged{device}")) != Some(0.0)
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        text = metrics(api_port);
+    }
     let _ = Command::new("kill")
         .args(["-TERM", &gw.id().to_string()])
         .status();
@@ -191,4 +234,11 @@ async fn kill_9_during_an_mqtt_stream_loses_no_message() {
         );
     }
     assert!(exit.success(), "gateway exit after SIGTERM: {exit}");
+    let m = |name: &str| metric(&text, &format!("{name}{device}"));
+    assert_eq!(m("hazgate_mqtt_unacknowledged"), Some(0.0), "{text}");
+    let received = m("hazgate_mqtt_messages_total").unwrap();
+    assert!(received > 0.0, "{text}");
+    assert_eq!(m("hazgate_mqtt_acks_total"), Some(received), "{text}");
+    assert_eq!(m("hazgate_mqtt_rejected_total"), Some(0.0), "{text}");
+    assert_eq!(m("hazgate_mqtt_online"), Some(1.0), "{text}");
 }

@@ -557,6 +557,16 @@ pub async fn devices(State(s): State<ApiState>, h: HeaderMap) -> ApiResult {
                 "readings".into(),
                 json!(st.readings.load(Ordering::Relaxed)),
             );
+            obj.insert("acks".into(), json!(st.acks.load(Ordering::Relaxed)));
+            obj.insert(
+                "unacknowledged".into(),
+                json!(st.unacknowledged.load(Ordering::Relaxed)),
+            );
+            obj.insert(
+                "redelivered".into(),
+                json!(st.redelivered.load(Ordering::Relaxed)),
+            );
+            obj.insert("rejected".into(), json!(st.rejected()));
         }
         list.push(v);
     }

@@ -15,6 +15,14 @@ type DeviceMetric = (
     fn(&crate::sources::modbus::poller::DeviceStats) -> f64,
 );
 
+/// One per-MQTT-device metric: name, type, help, how to read it.
+type MqttMetric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::sources::mqtt::MqttStats) -> u64,
+);
+
 /// Counters of the API itself.
 #[derive(Debug, Default)]
 pub struct ApiMetrics {
@@ -224,15 +232,7 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
             let _ = writeln!(o, "{name}{{device=\"{}\"}} {}", esc(id), f(d));
         }
     }
-    let _ = writeln!(o, "# TYPE hazgate_mqtt_messages_total counter");
-    for (id, m) in s.mqtt.iter() {
-        let _ = writeln!(
-            o,
-            "hazgate_mqtt_messages_total{{device=\"{}\"}} {}",
-            esc(id),
-            m.messages.load(Ordering::Relaxed)
-        );
-    }
+    mqtt(&s, &mut o);
     let _ = writeln!(o, "# TYPE hazgate_hazard_source_risk gauge");
     for h in &snap.hazard_sources {
         let level = match h.colour {
@@ -255,6 +255,30 @@ pub async fn metrics(State(s): State<ApiState>) -> impl IntoResponse {
         )],
         o,
     )
+}
+
+/// MQTT devices: traffic, acknowledgements, bad input by kind, the connection.
+fn mqtt(s: &ApiState, o: &mut String) {
+    use crate::sources::mqtt::MqttStats;
+    let per_device: [MqttMetric; 11] = [
+        ("hazgate_mqtt_messages_total", "counter", "PUBLISH packets received.", |m| m.messages.load(Ordering::Relaxed)),
+        ("hazgate_mqtt_acks_total", "counter", "PUBACKs sent, each after the message's reading was committed.", |m| m.acks.load(Ordering::Relaxed)),
+        ("hazgate_mqtt_unacknowledged", "gauge", "Messages received, not yet acknowledged (waiting for the store's commit).", |m| m.unacknowledged.load(Ordering::Relaxed)),
+        ("hazgate_mqtt_redelivered_total", "counter", "Messages the broker sent again (DUP).", |m| m.redelivered.load(Ordering::Relaxed)),
+        ("hazgate_mqtt_rejected_total", "counter", "Messages or values rejected as bad input (unknown topic, too large, not UTF-8, too deep, malformed, wrong type, bad timestamp).", MqttStats::rejected),
+        ("hazgate_mqtt_source_bad_total", "counter", "Readings the payload's own quality flag marked bad.", |m| m.source_bad.load(Ordering::Relaxed)),
+        ("hazgate_mqtt_connects_total", "counter", "CONNACKs received.", |m| m.connects.load(Ordering::Relaxed)),
+        ("hazgate_mqtt_connection_errors_total", "counter", "Failed connection attempts and lost connections.", |m| m.connection_errors.load(Ordering::Relaxed)),
+        ("hazgate_mqtt_sessions_lost_total", "counter", "Reconnects where the broker had not kept the session.", |m| m.sessions_lost.load(Ordering::Relaxed)),
+        ("hazgate_mqtt_subscribe_refused_total", "counter", "Topic filters the broker refused.", |m| m.subscribe_refused.load(Ordering::Relaxed)),
+        ("hazgate_mqtt_online", "gauge", "1 while connected to the broker.", |m| u64::from(m.online.load(Ordering::Relaxed))),
+    ];
+    for (name, kind, help, f) in per_device {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (id, m) in s.mqtt.iter() {
+            let _ = writeln!(o, "{name}{{device=\"{}\"}} {}", esc(id), f(m));
+        }
+    }
 }
 
 /// Safety actions: cut state and feedback per action, write counters, and the

@@ -133,6 +133,9 @@ pub struct MqttStats {
     pub batches: AtomicU64,
     /// PUBACKs handed to the client.
     pub acks: AtomicU64,
+    /// QoS 1 messages received and not yet acknowledged: mostly waiting for the
+    /// store's commit (gauge).
+    pub unacknowledged: AtomicU64,
     /// Messages with the DUP flag: sent again by the broker.
     pub redelivered: AtomicU64,
     /// Retained messages received.
@@ -382,6 +385,12 @@ impl DeviceTask {
             self.settle();
             if let Some(c) = &conn {
                 self.drain_owed(c);
+            }
+            let unacknowledged = self.batch_acks.len() + self.unstored.len() + self.owed.len();
+            self.stats
+                .unacknowledged
+                .store(unacknowledged as u64, Relaxed);
+            if let Some(c) = &conn {
                 if subscribe_pending && c.subscribe(&self.filters).is_ok() {
                     subscribe_pending = false;
                 }
