@@ -148,13 +148,7 @@ impl Conn {
                     Ok(Event::Incoming(Packet::ConnAck(c))) => Ok(Incoming::Connected {
                         session_present: c.session_present,
                     }),
-                    Ok(Event::Incoming(Packet::Publish(p))) => Ok(Incoming::Message(Message {
-                        ack: (p.qos != rumqttc::QoS::AtMostOnce).then_some(p.pkid),
-                        dup: p.dup,
-                        retain: p.retain,
-                        topic: Topic::V3(p.topic),
-                        payload: p.payload,
-                    })),
+                    Ok(Event::Incoming(Packet::Publish(p))) => Ok(Incoming::Message(message_v3(p))),
                     Ok(Event::Incoming(Packet::SubAck(s))) => Ok(Incoming::Subscribed {
                         refused: s
                             .return_codes
@@ -168,19 +162,12 @@ impl Conn {
             }
             Conn::V5(_, events) => {
                 use v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
-                use v5::mqttbytes::QoS;
                 use v5::Event;
                 match events.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(c))) => Ok(Incoming::Connected {
                         session_present: c.session_present,
                     }),
-                    Ok(Event::Incoming(Packet::Publish(p))) => Ok(Incoming::Message(Message {
-                        ack: (p.qos != QoS::AtMostOnce).then_some(p.pkid),
-                        dup: p.dup,
-                        retain: p.retain,
-                        topic: Topic::V5(p.topic),
-                        payload: p.payload,
-                    })),
+                    Ok(Event::Incoming(Packet::Publish(p))) => Ok(Incoming::Message(message_v5(p))),
                     Ok(Event::Incoming(Packet::SubAck(s))) => Ok(Incoming::Subscribed {
                         refused: s
                             .return_codes
@@ -202,6 +189,36 @@ impl Conn {
         match self {
             Conn::V3(_, events) => !events.state.events.is_empty(),
             Conn::V5(_, events) => !events.state.events.is_empty(),
+        }
+    }
+
+    /// The next message already read from the socket, when the next buffered event
+    /// is one: what `poll` would return next, without a turn of the caller's loop.
+    pub fn next_buffered_message(&mut self) -> Option<Message> {
+        match self {
+            Conn::V3(_, events) => {
+                use rumqttc::{Event, Packet};
+                let q = &mut events.state.events;
+                if !matches!(q.front(), Some(Event::Incoming(Packet::Publish(_)))) {
+                    return None;
+                }
+                match q.pop_front() {
+                    Some(Event::Incoming(Packet::Publish(p))) => Some(message_v3(p)),
+                    _ => None,
+                }
+            }
+            Conn::V5(_, events) => {
+                use v5::mqttbytes::v5::Packet;
+                use v5::Event;
+                let q = &mut events.state.events;
+                if !matches!(q.front(), Some(Event::Incoming(Packet::Publish(_)))) {
+                    return None;
+                }
+                match q.pop_front() {
+                    Some(Event::Incoming(Packet::Publish(p))) => Some(message_v5(p)),
+                    _ => None,
+                }
+            }
         }
     }
 
@@ -266,6 +283,26 @@ impl Conn {
 
 /// rustls on the `ring` provider: roots from `ca_file` (else the system's), and a
 /// client certificate when one is configured.
+fn message_v3(p: rumqttc::Publish) -> Message {
+    Message {
+        ack: (p.qos != rumqttc::QoS::AtMostOnce).then_some(p.pkid),
+        dup: p.dup,
+        retain: p.retain,
+        topic: Topic::V3(p.topic),
+        payload: p.payload,
+    }
+}
+
+fn message_v5(p: v5::mqttbytes::v5::Publish) -> Message {
+    Message {
+        ack: (p.qos != v5::mqttbytes::QoS::AtMostOnce).then_some(p.pkid),
+        dup: p.dup,
+        retain: p.retain,
+        topic: Topic::V5(p.topic),
+        payload: p.payload,
+    }
+}
+
 fn tls_config(b: &BrokerSpec) -> Result<rumqttc::TlsConfiguration, ClientError> {
     let Some(tls) = &b.tls else {
         return Err(ClientError::Tls("no TLS settings".into()));

@@ -412,15 +412,17 @@ impl DeviceTask {
                     }
                 }
                 _ = sleep_until(retry_at.unwrap_or(far)), if retry_at.is_some() => {}
-                // A batch was stored: its PUBACKs go out at the top of the loop.
-                _ = receipts.changed(), if !self.unstored.is_empty() => {}
                 event = poll(&mut conn), if can_poll => {
                     // A `&Conn` is not `Send`: never held across an await.
                     match event {
                         Ok(Incoming::Message(msg)) => {
-                            self.on_message(&msg, wall_now());
-                            if let Some(pkid) = msg.ack {
-                                self.batch_acks.push(pkid);
+                            self.take_message(&msg);
+                            // The rest of the read, without a turn of the loop each.
+                            while self.batch.len() < BATCH_MAX {
+                                match conn.as_mut().and_then(Conn::next_buffered_message) {
+                                    Some(msg) => self.take_message(&msg),
+                                    None => break,
+                                }
                             }
                         }
                         Ok(Incoming::Connected { session_present }) => {
@@ -499,6 +501,9 @@ impl DeviceTask {
                         self.ack(conn.as_ref());
                     }
                 }
+                // A batch was stored: its PUBACKs go out at the top of the loop.
+                // Last, so a stream of messages does not pay for it each turn.
+                _ = receipts.changed(), if !self.unstored.is_empty() => {}
             }
         }
         // Stop at a safe point: what was decoded goes on; what was not acknowledged
@@ -508,6 +513,14 @@ impl DeviceTask {
         if let Some(c) = &conn {
             self.ack(Some(c));
             c.try_disconnect();
+        }
+    }
+
+    /// One message into the batch: its readings, and its packet id to acknowledge.
+    fn take_message(&mut self, msg: &Message) {
+        self.on_message(msg, wall_now());
+        if let Some(pkid) = msg.ack {
+            self.batch_acks.push(pkid);
         }
     }
 
