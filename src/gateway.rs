@@ -14,6 +14,11 @@
 //! shutdown (SIGINT/SIGTERM, or the shutdown signal in tests) the sources stop at a
 //! safe point, the engine drains what they already sent, and the outputs flush.
 //!
+//! A source's batch may carry a [`Receipt`]: the engine hands it to the outputs with
+//! the batch's settled readings ([`Outputs::readings_with_receipt`]), and the store
+//! confirms it once they are committed. The MQTT source acknowledges its messages to
+//! the broker only then, so a `kill -9` anywhere on the way loses nothing.
+//!
 //! Two doors lead into the engine task without a lock on its hot path:
 //! - the **control channel** ([`Control`]): acknowledge, shelve, unshelve, out of
 //!   service, maintenance (and injected readings). Each request carries a oneshot
