@@ -126,7 +126,7 @@ impl Gateway {
 
     /// Stop the source and drain what it still hands on.
     async fn stop(mut self) -> Vec<Reading> {
-        self.stop.send(true).unwrap();
+        let _ = self.stop.send(true); // the source may have stopped already
         let source = self.source.take().unwrap();
         let join = tokio::spawn(source.join());
         while let Some(batch) = self.rx.recv().await {
@@ -537,6 +537,39 @@ async fn a_message_is_acknowledged_only_once_its_batch_is_stored() {
         distinct(&got, seq),
         BTreeSet::new(),
         "sent again after PUBACK"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_acknowledges_what_the_store_confirms_and_nothing_comes_again() {
+    let broker = Mosquitto::start().await;
+    let device = seq_device(broker.port, "hazgate-test-clean-stop", "");
+    let points = [point("SEQ", r#"{ topic = "seq" }"#)];
+    let mut gw = Gateway::start(&device, &points, 64);
+    gw.held = Some(Vec::new());
+    gw.ready().await;
+    let seq = gw.id("SEQ");
+    broker.publish_lines("seq", &seq_lines(0..20), 1);
+    gw.until("20 messages", |r| distinct(r, seq).len() == 20)
+        .await;
+    let stats = gw.stats();
+    assert_eq!(stats.acks.load(Relaxed), 0, "{stats:?}");
+    // Stop; the store confirms only after the stop began.
+    let _ = gw.stop.send(true);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for r in gw.held.take().unwrap() {
+        r.confirm();
+    }
+    gw.stop().await;
+    assert_eq!(stats.acks.load(Relaxed), 20, "{stats:?}");
+    let gw = Gateway::start(&device, &points, 64);
+    gw.ready().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = gw.stop().await;
+    assert_eq!(
+        distinct(&got, seq),
+        BTreeSet::new(),
+        "sent again after a clean stop"
     );
 }
 

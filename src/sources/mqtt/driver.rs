@@ -11,9 +11,10 @@
 //!   has committed the message's readings: each batch goes out with a
 //!   [`Receipt`](crate::model::Receipt) the store writer confirms after the commit,
 //!   and the packet ids of its messages wait until then (PUBACKs keep the order the
-//!   messages came in). A crash (`kill -9` included), a lost connection or a stop
-//!   before that commit means the broker delivers the message again, not that it is
-//!   lost. The price is at-least-once: a message stored whose PUBACK did not reach
+//!   messages came in). A crash (`kill -9` included) or a lost connection before
+//!   that commit means the broker delivers the message again, not that it is lost.
+//!   A stop waits up to [`STOP_WAIT`] for the store to confirm what was handed on,
+//!   sends those PUBACKs and a DISCONNECT, so a restart does not bring them again. The price is at-least-once: a message stored whose PUBACK did not reach
 //!   the broker arrives again (DUP set, counted as `redelivered`) and gives the same
 //!   reading twice. While the store cannot write (disk full) nothing is
 //!   acknowledged, so the broker keeps the messages. Throughput per connection is
@@ -66,6 +67,10 @@ pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// At a stop, how long to wait for the store to confirm what was handed on (and for
+/// the PUBACKs and the DISCONNECT to leave).
+pub const STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// MQTT protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -506,13 +511,44 @@ impl DeviceTask {
                 _ = receipts.changed(), if !self.unstored.is_empty() => {}
             }
         }
-        // Stop at a safe point: what was decoded goes on; what was not acknowledged
-        // (not yet stored, or its PUBACK not yet out) is sent again by the broker
-        // next time.
-        let _ = self.flush().await;
-        if let Some(c) = &conn {
-            self.ack(Some(c));
+        // Stop at a safe point: what was decoded goes on, and while connected the
+        // task waits (at most STOP_WAIT) for the store to confirm it, acknowledges
+        // it and disconnects, so the next start does not get it again. What is not
+        // acknowledged by then is sent again by the broker next time.
+        let handed = self.flush().await.is_ok();
+        let connected = down_since.is_none() && retry_at.is_none();
+        if let Some(mut c) = conn {
+            if handed && connected {
+                self.finish(&mut c).await;
+            }
             c.try_disconnect();
+            if connected {
+                // The PUBACKs and the DISCONNECT leave when the client is polled;
+                // the broker then closes the connection.
+                let _ = tokio::time::timeout(STOP_WAIT, async { while c.poll().await.is_ok() {} })
+                    .await;
+            }
+        }
+    }
+
+    /// At a stop: wait for the store to confirm the batches handed on and queue
+    /// their PUBACKs. Messages arriving meanwhile are left unacknowledged.
+    async fn finish(&mut self, c: &mut Conn) {
+        let deadline = Instant::now() + STOP_WAIT;
+        let receipts = self.receipts.clone();
+        loop {
+            self.settle();
+            self.drain_owed(c);
+            if self.unstored.is_empty() && self.owed.is_empty() {
+                return;
+            }
+            tokio::select! {
+                _ = receipts.changed() => {}
+                _ = sleep_until(deadline) => return,
+                event = c.poll() => if event.is_err() {
+                    return;
+                },
+            }
         }
     }
 
