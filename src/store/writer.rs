@@ -1,5 +1,5 @@
 //! The store's writer task: a handle ([`StoreWriter`]) and a driver that owns the
-//! [`Store`] and runs its blocking SQLite calls on tokio's blocking pool.
+//! [`Store`] and runs its blocking SQLite calls on a thread of its own.
 //!
 //! Two bounded channels feed the driver, and it always serves the first before the
 //! second (alarms take priority over readings):
@@ -84,7 +84,7 @@ pub struct StoreWriter {
 }
 
 impl StoreWriter {
-    /// Start the writer task for `store`. Needs a tokio runtime with a blocking pool.
+    /// Start the writer (a thread of its own) for `store`. Needs a tokio runtime.
     pub fn spawn(store: Store) -> (StoreWriter, tokio::task::JoinHandle<()>) {
         let opts = store.options().clone();
         // As if the last commit were an interval ago: the first batch goes at once.
@@ -111,7 +111,28 @@ impl StoreWriter {
             status: status.clone(),
         };
         let span = tracing::info_span!("store_writer", path = %opts_path(&driver));
-        let task = tokio::spawn(tracing::Instrument::instrument(driver.run(), span));
+        // The writer owns a thread: its SQLite calls run there inline, with no hand-off
+        // to a pool thread and back for every commit. The returned task ends with it.
+        let (ended, end) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("hazgate-store".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(tracing::Instrument::instrument(driver.run(), span)),
+                    Err(e) => tracing::error!(error = %e, "store writer runtime"),
+                }
+                let _ = ended.send(());
+            });
+        if let Err(e) = thread {
+            // The driver is gone with the closure: every call answers WriterStopped.
+            tracing::error!(error = %e, "cannot start the store writer thread");
+        }
+        let task = tokio::spawn(async move {
+            let _ = end.await;
+        });
         (
             StoreWriter {
                 control,
@@ -227,22 +248,13 @@ fn wall_clock() -> Timestamp {
 }
 
 impl Driver {
-    /// Run a blocking store call on the blocking pool.
-    async fn call<R: Send + 'static>(
-        &mut self,
-        f: impl FnOnce(&mut Store) -> R + Send + 'static,
-    ) -> Result<R, StoreError> {
-        let mut store = self.store.take().ok_or(StoreError::WriterStopped)?;
-        let (store, r) = tokio::task::spawn_blocking(move || {
-            let r = f(&mut store);
-            (store, r)
-        })
-        .await
-        .map_err(|_| StoreError::WriterStopped)?;
+    /// Run a store call, on the writer's own thread.
+    async fn call<R>(&mut self, f: impl FnOnce(&mut Store) -> R) -> Result<R, StoreError> {
+        let store = self.store.as_mut().ok_or(StoreError::WriterStopped)?;
+        let r = f(store);
         self.status
             .degraded
             .store(store.degraded(), Ordering::Relaxed);
-        self.store = Some(store);
         Ok(r)
     }
 
