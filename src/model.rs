@@ -14,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 /// Milliseconds since the Unix epoch, UTC. Time is always passed in, never read by the
 /// engine, so every decision is reproducible in tests and benches.
@@ -201,13 +203,13 @@ impl From<Vec<Reading>> for Batch {
 /// source reach the store in order, so "stored up to n" covers every batch ≤ n.
 #[derive(Debug, Default)]
 pub struct Receipts {
-    stored: std::sync::atomic::AtomicU64,
+    stored: AtomicU64,
     notify: tokio::sync::Notify,
 }
 
 impl Receipts {
     /// The receipt for batch number `seq`.
-    pub fn receipt(self: &std::sync::Arc<Self>, seq: u64) -> Receipt {
+    pub fn receipt(self: &Arc<Self>, seq: u64) -> Receipt {
         Receipt {
             book: self.clone(),
             seq,
@@ -216,7 +218,7 @@ impl Receipts {
 
     /// The highest batch number confirmed so far (0: none).
     pub fn stored(&self) -> u64 {
-        self.stored.load(std::sync::atomic::Ordering::Acquire)
+        self.stored.load(Ordering::Acquire)
     }
 
     /// Resolves after a receipt was confirmed (possibly before this call: a
@@ -231,16 +233,14 @@ impl Receipts {
 /// nothing: the source keeps what it would otherwise let go.
 #[derive(Debug)]
 pub struct Receipt {
-    book: std::sync::Arc<Receipts>,
+    book: Arc<Receipts>,
     seq: u64,
 }
 
 impl Receipt {
     /// The batch is stored.
     pub fn confirm(self) {
-        self.book
-            .stored
-            .fetch_max(self.seq, std::sync::atomic::Ordering::AcqRel);
+        self.book.stored.fetch_max(self.seq, Ordering::AcqRel);
         self.book.notify.notify_one();
     }
 }

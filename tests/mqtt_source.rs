@@ -483,18 +483,37 @@ async fn tls_with_ca_client_certificate_and_password() {
     gw.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_is_acknowledged_only_once_its_batch_is_stored() {
-    let broker = Mosquitto::start().await;
-    let device = seq_device(broker.port, "hazgate-test-receipts", "");
-    let points = [point("SEQ", r#"{ topic = "seq" }"#)];
-    let mut gw = Gateway::start(&device, &points, 64);
+/// A source whose store has not committed yet (receipts held), subscribed.
+async fn start_unstored(device: &str, points: &[String]) -> Gateway {
+    let mut gw = Gateway::start(device, points, 64);
     gw.held = Some(Vec::new());
     gw.ready().await;
+    gw
+}
+
+/// A broker and a source of point `SEQ` whose store has not committed yet, once
+/// messages 0..n arrived there — none of them acknowledged.
+async fn unstored_messages(
+    client_id: &str,
+    points: &[String],
+    n: u32,
+) -> (Mosquitto, String, Gateway, PointId) {
+    let broker = Mosquitto::start().await;
+    let device = seq_device(broker.port, client_id, "");
+    let mut gw = start_unstored(&device, points).await;
     let seq = gw.id("SEQ");
-    broker.publish_lines("seq", &seq_lines(0..5), 1);
-    gw.until("5 messages", |r| distinct(r, seq).len() == 5)
+    broker.publish_lines("seq", &seq_lines(0..n), 1);
+    gw.until("the messages", |r| distinct(r, seq).len() == n as usize)
         .await;
+    let stats = gw.stats();
+    assert_eq!(stats.acks.load(Relaxed), 0, "{stats:?}");
+    (broker, device, gw, seq)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_is_acknowledged_only_once_its_batch_is_stored() {
+    let points = [point("SEQ", r#"{ topic = "seq" }"#)];
+    let (broker, device, gw, seq) = unstored_messages("hazgate-test-receipts", &points, 5).await;
     // Handed on but not stored: nothing acknowledged, however long we wait.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let stats = gw.stats();
@@ -514,9 +533,7 @@ async fn a_message_is_acknowledged_only_once_its_batch_is_stored() {
     gw.stop().await;
 
     // Confirmed later: acknowledged then, and not sent again.
-    let mut gw = Gateway::start(&device, &points, 64);
-    gw.held = Some(Vec::new());
-    gw.ready().await;
+    let mut gw = start_unstored(&device, &points).await;
     broker.publish_lines("seq", &seq_lines(5..8), 1);
     gw.until("3 more", |r| distinct(r, seq).len() == 3).await;
     let stats = gw.stats();
@@ -542,18 +559,10 @@ async fn a_message_is_acknowledged_only_once_its_batch_is_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_acknowledges_what_the_store_confirms_and_nothing_comes_again() {
-    let broker = Mosquitto::start().await;
-    let device = seq_device(broker.port, "hazgate-test-clean-stop", "");
     let points = [point("SEQ", r#"{ topic = "seq" }"#)];
-    let mut gw = Gateway::start(&device, &points, 64);
-    gw.held = Some(Vec::new());
-    gw.ready().await;
-    let seq = gw.id("SEQ");
-    broker.publish_lines("seq", &seq_lines(0..20), 1);
-    gw.until("20 messages", |r| distinct(r, seq).len() == 20)
-        .await;
+    let (_broker, device, mut gw, seq) =
+        unstored_messages("hazgate-test-clean-stop", &points, 20).await;
     let stats = gw.stats();
-    assert_eq!(stats.acks.load(Relaxed), 0, "{stats:?}");
     // Stop; the store confirms only after the stop began.
     let _ = gw.stop.send(true);
     tokio::time::sleep(Duration::from_millis(100)).await;

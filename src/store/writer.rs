@@ -98,7 +98,7 @@ impl StoreWriter {
         let (readings, readings_rx) = mpsc::channel(opts.readings_queue_batches.max(1));
         let status = Arc::new(StoreStatus::default());
         let driver = Driver {
-            store: Some(store),
+            store,
             opts,
             control: control_rx,
             readings: readings_rx,
@@ -216,7 +216,7 @@ impl StoreWriter {
 }
 
 struct Driver {
-    store: Option<Store>,
+    store: Store,
     opts: StoreOptions,
     control: mpsc::Receiver<Command>,
     readings: mpsc::Receiver<Batch>,
@@ -248,14 +248,18 @@ fn wall_clock() -> Timestamp {
 }
 
 impl Driver {
-    /// Run a store call, on the writer's own thread.
-    async fn call<R>(&mut self, f: impl FnOnce(&mut Store) -> R) -> Result<R, StoreError> {
-        let store = self.store.as_mut().ok_or(StoreError::WriterStopped)?;
-        let r = f(store);
+    /// Run a store call (inline: the writer owns its thread) and publish whether the
+    /// store is degraded after it.
+    fn call<R>(&mut self, f: impl FnOnce(&mut Store) -> R) -> R {
+        let r = f(&mut self.store);
+        self.note_degraded();
+        r
+    }
+
+    fn note_degraded(&self) {
         self.status
             .degraded
-            .store(store.degraded(), Ordering::Relaxed);
-        Ok(r)
+            .store(self.store.degraded(), Ordering::Relaxed);
     }
 
     async fn run(mut self) {
@@ -272,23 +276,23 @@ impl Driver {
                 cmd = self.control.recv() => match cmd {
                     Some(Command::Alarms(events, reply)) => {
                         let n = events.len() as u64;
-                        let r = self.call(move |s| s.append_alarm_events(&events)).await.and_then(|r| r);
+                        let r = self.call(|s| s.append_alarm_events(&events));
                         self.count(&r, &self.status.alarm_events, n);
                         let _ = reply.send(r);
                     }
                     Some(Command::Audit(entries, reply)) => {
                         let n = entries.len() as u64;
-                        let r = self.call(move |s| s.append_audit(&entries)).await.and_then(|r| r);
+                        let r = self.call(|s| s.append_audit(&entries));
                         self.count(&r, &self.status.audit_rows, n);
                         let _ = reply.send(r);
                     }
                     Some(Command::DiskLimit(limit, reply)) => {
-                        let r = self.call(move |s| s.set_disk_limit(limit)).await.and_then(|r| r);
+                        let r = self.call(|s| s.set_disk_limit(limit));
                         let ok = r.is_ok();
                         let _ = reply.send(r);
                         if ok {
                             self.blocked = false;
-                            self.write_held().await;
+                            self.write_held();
                         }
                     }
                     Some(Command::Shutdown(reply)) => {
@@ -305,7 +309,7 @@ impl Driver {
                 },
                 // Readings gathered by the group commit: written once the interval is over.
                 _ = tokio::time::sleep_until(next_write), if gathering => {
-                    self.write_held().await;
+                    self.write_held();
                 }
                 batch = self.readings.recv() => {
                     if let Some(batch) = batch {
@@ -317,22 +321,22 @@ impl Driver {
                             }
                         }
                         if !self.blocked {
-                            self.write_or_gather().await;
+                            self.write_or_gather();
                         }
                     }
                 }
                 _ = tick.tick() => {
                     self.blocked = false;
-                    self.write_held().await;
+                    self.write_held();
                     let now = wall_clock();
-                    let r = self.call(move |s| s.close_buckets(now)).await.and_then(|r| r);
+                    let r = self.call(|s| s.close_buckets(now));
                     if let Err(e) = r {
                         self.status.write_errors.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(error = %e, "closing statistics buckets failed; will retry");
                     }
                     if last_prune.elapsed() >= prune_every {
                         last_prune = tokio::time::Instant::now();
-                        match self.call(move |s| s.prune(now)).await.and_then(|r| r) {
+                        match self.call(|s| s.prune(now)) {
                             Ok(rep) if rep.readings_lost_unshipped > 0 => {
                                 self.status.readings_lost.fetch_add(rep.readings_lost_unshipped, Ordering::Relaxed);
                             }
@@ -414,52 +418,41 @@ impl Driver {
     /// Group commit: write the held readings now when the last write is at least
     /// `min_commit_interval_ms` old, a full batch is waiting or a source waits for a
     /// receipt; otherwise they wait for the timer branch of `run`.
-    async fn write_or_gather(&mut self) {
+    fn write_or_gather(&mut self) {
         if self.held.len() >= self.opts.max_batch_readings.max(1)
             || !self.receipts.is_empty()
             || tokio::time::Instant::now() >= self.next_write()
         {
-            self.write_held().await;
+            self.write_held();
         }
     }
 
     /// Write held readings in batches until none are left or a write fails.
-    async fn write_held(&mut self) {
+    fn write_held(&mut self) {
         if !self.held.is_empty() {
             self.last_write = tokio::time::Instant::now();
         }
         while !self.held.is_empty() {
             let n = self.held.len().min(self.opts.max_batch_readings.max(1));
-            let batch: Vec<Reading> = self.held.drain(..n).collect();
-            let res = self
-                .call(move |s| {
-                    let r = s.write_readings(&batch);
-                    (batch, r)
-                })
-                .await;
-            match res {
-                Ok((_, Ok(w))) => {
+            // Written from the front of the queue, and taken off it only once stored.
+            let batch = &self.held.make_contiguous()[..n];
+            let written = self.store.write_readings(batch);
+            self.note_degraded();
+            match written {
+                Ok(w) => {
+                    self.held.drain(..n);
                     self.status
                         .readings_stored
                         .fetch_add(w.stored as u64, Ordering::Relaxed);
                     self.status.readings_commits.fetch_add(1, Ordering::Relaxed);
                     self.settle(n as u64);
                 }
-                Ok((batch, Err(e))) => {
-                    // Hand the batch back to the front of the queue, in order.
-                    for r in batch.into_iter().rev() {
-                        self.held.push_front(r);
-                    }
+                Err(e) => {
                     self.status.write_errors.fetch_add(1, Ordering::Relaxed);
                     if e.is_full() {
                         self.status.degraded.store(true, Ordering::Relaxed);
                     }
                     tracing::warn!(error = %e, held = self.held.len(), "readings write failed; keeping them and retrying");
-                    self.blocked = true;
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "store writer lost its store");
                     self.blocked = true;
                     break;
                 }
@@ -476,8 +469,8 @@ impl Driver {
             self.take(b);
         }
         self.blocked = false;
-        self.write_held().await;
-        self.call(|s| s.flush()).await??;
+        self.write_held();
+        self.call(|s| s.flush())?;
         if !self.held.is_empty() {
             let n = self.held.len();
             self.status

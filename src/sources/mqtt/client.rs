@@ -199,24 +199,24 @@ impl Conn {
             Conn::V3(_, events) => {
                 use rumqttc::{Event, Packet};
                 let q = &mut events.state.events;
-                if !matches!(q.front(), Some(Event::Incoming(Packet::Publish(_)))) {
-                    return None;
-                }
-                match q.pop_front() {
-                    Some(Event::Incoming(Packet::Publish(p))) => Some(message_v3(p)),
-                    _ => None,
+                match q.pop_front()? {
+                    Event::Incoming(Packet::Publish(p)) => Some(message_v3(p)),
+                    other => {
+                        q.push_front(other);
+                        None
+                    }
                 }
             }
             Conn::V5(_, events) => {
                 use v5::mqttbytes::v5::Packet;
                 use v5::Event;
                 let q = &mut events.state.events;
-                if !matches!(q.front(), Some(Event::Incoming(Packet::Publish(_)))) {
-                    return None;
-                }
-                match q.pop_front() {
-                    Some(Event::Incoming(Packet::Publish(p))) => Some(message_v5(p)),
-                    _ => None,
+                match q.pop_front()? {
+                    Event::Incoming(Packet::Publish(p)) => Some(message_v5(p)),
+                    other => {
+                        q.push_front(other);
+                        None
+                    }
                 }
             }
         }

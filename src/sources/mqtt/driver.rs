@@ -359,6 +359,7 @@ impl DeviceTask {
         let mut backoff = BACKOFF_MIN;
         let mut subscribe_pending = false;
         let mut ever_connected = false;
+        let receipts = self.receipts.clone();
         tracing::info!(
             host = %self.spec.broker.host,
             port = self.spec.broker.port,
@@ -390,23 +391,20 @@ impl DeviceTask {
             self.settle();
             if let Some(c) = &conn {
                 self.drain_owed(c);
+                if subscribe_pending && c.subscribe(&self.filters).is_ok() {
+                    subscribe_pending = false;
+                }
             }
             let unacknowledged = self.batch_acks.len() + self.unstored.len() + self.owed.len();
             self.stats
                 .unacknowledged
                 .store(unacknowledged as u64, Relaxed);
-            if let Some(c) = &conn {
-                if subscribe_pending && c.subscribe(&self.filters).is_ok() {
-                    subscribe_pending = false;
-                }
-            }
             let offline_at = match (online, down_since) {
                 (Some(false), _) | (_, None) => None,
                 (_, Some(t)) => Some(t + offline_after),
             };
             let can_poll = conn.is_some() && retry_at.is_none();
             let far = now + Duration::from_secs(3600);
-            let receipts = self.receipts.clone();
             tokio::select! {
                 biased;
                 _ = self.shutdown.changed() => {}
