@@ -2,18 +2,24 @@
 //! durable store), counted at the store.
 //!
 //! Setup: a Mosquitto started here on a free loopback port (persistence off,
-//! unlimited queue), `PUBLISHERS` × `mosquitto_pub -l -q 1 -M 1000` processes each
-//! feeding one topic from a file of JSON lines
-//! (`{"value":N,"ts":<ms>,"quality":"good"}`), and in this process the gateway as
+//! unlimited queue), `PUBLISHERS` publisher processes each feeding one topic from a
+//! file of JSON lines (`{"value":N,"ts":<ms>,"quality":"good"}`) as QoS 1 messages,
+//! and in this process the gateway as
 //! `hazgate run` builds it: `Plan::from_config`, the engine task, and `StoreOutputs`
 //! over a `StoreWriter` on a SQLite store in a temporary directory (the config's
 //! `[storage]` defaults). The device has `point_topic = "bench/{point}"` with JSON
 //! value, timestamp and quality paths. Every value differs, so every reading is a row.
 //!
-//! Two phases per broker in-flight window (`max_inflight_messages`, Mosquitto's
+//! Two kinds of publisher: `mosquitto_pub -l -q 1 -M 1000`, which spends about as
+//! much CPU per message as the broker, and a lean one (this binary re-executed,
+//! [`lean_publish`]) that writes many PUBLISH packets per system call and costs about
+//! 1 µs per message, so the broker and the gateway get the two cores.
+//!
+//! Three phases per broker in-flight window (`max_inflight_messages`, Mosquitto's
 //! default 20, and 1000):
-//! - **live**: the gateway is subscribed, the publishers run; messages/s from the
-//!   first message received to the last reading stored;
+//! - **live** and **live/lean**: the gateway is subscribed, the publishers
+//!   (`mosquitto_pub`, then the lean ones) run; messages/s from the first message
+//!   received to the last reading stored;
 //! - **backlog**: the gateway is stopped, the publishers fill its persistent session,
 //!   the gateway starts and drains it; messages/s of the drain alone.
 //!
@@ -46,12 +52,29 @@ fn ticks_per_s() -> f64 {
 
 /// User + system CPU seconds of a process.
 fn cpu_s(pid: &str, tck: f64) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the `(comm)`; utime and stime are fields 14 and 15.
+    own_cpu_s(
+        &std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default(),
+        tck,
+    )
+}
+
+/// Two fields of a `/proc/<pid>/stat` line, counted from the one after `(comm)`,
+/// added up and converted from clock ticks to seconds.
+fn stat_s(stat: &str, fields: [usize; 2], tck: f64) -> f64 {
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
     let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(11) + t(12)) / tck
+    (t(fields[0]) + t(fields[1])) / tck
+}
+
+/// User + system CPU seconds (utime, stime) of the process whose stat line this is.
+fn own_cpu_s(stat: &str, tck: f64) -> f64 {
+    stat_s(stat, [11, 12], tck)
+}
+
+/// User + system CPU seconds (cutime, cstime) of a process's waited-for children.
+fn children_cpu_s(stat: &str, tck: f64) -> f64 {
+    stat_s(stat, [13, 14], tck)
 }
 
 /// Read and write system calls of this process so far (`/proc/self/io`).
@@ -64,14 +87,6 @@ fn syscalls() -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("syscr:"), field("syscw:"))
-}
-
-/// User + system CPU seconds of a process's waited-for children.
-fn children_cpu_s(stat: &str, tck: f64) -> f64 {
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (t(13) + t(14)) / tck
 }
 
 struct Broker {
@@ -144,19 +159,149 @@ fn publish(port: u16, file: &std::path::Path) -> Publishers {
                 .expect("mosquitto_pub (Debian package `mosquitto-clients`)")
         })
         .collect();
-    Publishers(children)
+    Publishers {
+        children,
+        lean: false,
+    }
 }
 
-struct Publishers(Vec<Child>);
+/// Start the lean publishers: this bench binary again, one process per topic, each
+/// sending the lines of `file` to `bench/p<k>` as QoS 1 PUBLISH packets ([`lean_publish`]).
+fn publish_lean(port: u16, file: &std::path::Path) -> Publishers {
+    let me = std::env::current_exe().unwrap();
+    let children = (0..PUBLISHERS)
+        .map(|k| {
+            Command::new(&me)
+                .env(
+                    LEAN_PUBLISHER,
+                    format!("{port},bench/p{k},bench-lean-{k},{}", file.display()),
+                )
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    Publishers {
+        children,
+        lean: true,
+    }
+}
+
+/// Set in a re-executed bench binary that is to run [`lean_publish`]:
+/// `port,topic,client id,file of payload lines`.
+const LEAN_PUBLISHER: &str = "HAZGATE_BENCH_LEAN_PUBLISHER";
+
+/// PUBLISH packets a lean publisher may have sent and not yet had acknowledged, as
+/// `mosquitto_pub -M 1000`.
+const LEAN_WINDOW: usize = 1000;
+
+/// The MQTT remaining-length encoding.
+fn remaining_length(out: &mut Vec<u8>, mut n: usize) {
+    loop {
+        let byte = (n % 128) as u8;
+        n /= 128;
+        if n == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// A publisher that costs little CPU, so that the broker and the gateway get most of
+/// the two cores: one MQTT 3.1.1 connection (clean session) over which every line of
+/// the file goes out as a QoS 1 PUBLISH, with up to [`LEAN_WINDOW`] unacknowledged,
+/// written many packets per system call, as a sensor gateway sends a burst. Every
+/// PUBACK is checked. Prints this process's CPU seconds (`/proc/self/stat` format)
+/// when all are acknowledged.
+fn lean_publish(arg: &str) {
+    use std::io::Read;
+    let mut parts = arg.splitn(4, ',');
+    let mut next = || parts.next().expect("port,topic,client,file");
+    let (port, topic, client, file) = (next(), next(), next(), next());
+    let lines = std::fs::read_to_string(file).unwrap();
+    let payloads: Vec<&str> = lines.lines().collect();
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).expect("broker");
+    stream.set_nodelay(true).unwrap();
+    // CONNECT: protocol "MQTT" level 4, clean session, keep-alive 60 s.
+    let mut connect = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
+    connect.extend_from_slice(&(client.len() as u16).to_be_bytes());
+    connect.extend_from_slice(client.as_bytes());
+    let mut packet = vec![0x10];
+    remaining_length(&mut packet, connect.len());
+    packet.extend_from_slice(&connect);
+    stream.write_all(&packet).unwrap();
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack).unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK refused");
+
+    let (n, mut sent, mut acked) = (payloads.len(), 0usize, 0usize);
+    let mut out = Vec::with_capacity(1 << 17);
+    let mut input = vec![0u8; 1 << 16];
+    let mut carry = 0usize;
+    loop {
+        // Refill the window once half of it is acknowledged, many packets per write.
+        if sent < n && sent - acked <= LEAN_WINDOW / 2 {
+            out.clear();
+            while sent < n && sent - acked < LEAN_WINDOW {
+                let payload = payloads[sent].as_bytes();
+                // Packet ids 1..=65535, never 0; the window keeps them unique in flight.
+                let id = (sent % 65_535 + 1) as u16;
+                out.push(0x32);
+                remaining_length(&mut out, 2 + topic.len() + 2 + payload.len());
+                out.extend_from_slice(&(topic.len() as u16).to_be_bytes());
+                out.extend_from_slice(topic.as_bytes());
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(payload);
+                sent += 1;
+            }
+            stream.write_all(&out).unwrap();
+        }
+        if acked == n {
+            break;
+        }
+        // Let PUBACKs gather rather than read them a few at a time.
+        std::thread::sleep(Duration::from_micros(500));
+        let got = stream.read(&mut input[carry..]).unwrap();
+        assert!(got > 0, "broker closed the connection");
+        let have = carry + got;
+        let whole = have / 4 * 4;
+        for puback in input[..whole].chunks_exact(4) {
+            let id = (acked % 65_535 + 1) as u16;
+            assert_eq!(puback[..2], [0x40, 2], "expected a PUBACK");
+            assert_eq!(puback[2..], id.to_be_bytes(), "PUBACK out of order");
+            acked += 1;
+        }
+        input.copy_within(whole..have, 0);
+        carry = have - whole;
+    }
+    stream.write_all(&[0xe0, 0]).unwrap();
+    print!("{}", std::fs::read_to_string("/proc/self/stat").unwrap());
+}
+
+/// Publisher processes; each prints a `/proc/<pid>/stat` line when done: its own
+/// (`lean`) or its shell's, whose waited-for child it was.
+struct Publishers {
+    children: Vec<Child>,
+    lean: bool,
+}
 
 impl Publishers {
     /// Wait for every publisher; their CPU seconds together.
     fn wait(self, tck: f64) -> f64 {
-        self.0
+        self.children
             .into_iter()
             .map(|c| {
                 let out = c.wait_with_output().unwrap();
-                children_cpu_s(&String::from_utf8_lossy(&out.stdout), tck)
+                assert!(out.status.success(), "a publisher failed");
+                let stat = String::from_utf8_lossy(&out.stdout);
+                if self.lean {
+                    own_cpu_s(&stat, tck)
+                } else {
+                    children_cpu_s(&stat, tck)
+                }
             })
             .sum()
     }
@@ -206,6 +351,14 @@ impl Gateway {
         }
     }
 
+    /// Messages received and rows stored so far.
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.mqtt().messages.load(Relaxed),
+            self.store.readings_stored.load(Relaxed),
+        )
+    }
+
     fn mqtt(&self) -> Arc<MqttStats> {
         self.running.mqtt_stats[0].1.clone()
     }
@@ -236,16 +389,16 @@ struct Figures {
     writes: u64,
     /// Batches the source handed to the engine.
     batches: u64,
+    /// Readings transactions the store committed.
+    commits: u64,
 }
 
 /// Wait until `n` messages were received and their readings stored; time and CPU
 /// from the first message received.
-async fn receive(gw: &Gateway, n: u64, tck: f64, broker_pid: &str) -> Figures {
+/// `base`: [`Gateway::counts`] before the first message could arrive.
+async fn receive(gw: &Gateway, base: (u64, u64), n: u64, tck: f64, broker_pid: &str) -> Figures {
     let mqtt = gw.mqtt();
-    let (m0, s0) = (
-        mqtt.messages.load(Relaxed),
-        gw.store.readings_stored.load(Relaxed),
-    );
+    let (m0, s0) = base;
     while mqtt.messages.load(Relaxed) == m0 {
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
@@ -256,6 +409,7 @@ async fn receive(gw: &Gateway, n: u64, tck: f64, broker_pid: &str) -> Figures {
     // Every message is one reading and every reading differs from the last: one row
     // each (plus the device's status reading, stored before the first message).
     let batches0 = mqtt.batches.load(Relaxed);
+    let commits0 = gw.store.readings_commits.load(Relaxed);
     let mut last = (0, Instant::now());
     loop {
         let stored = gw.store.readings_stored.load(Relaxed) - s0;
@@ -282,6 +436,7 @@ async fn receive(gw: &Gateway, n: u64, tck: f64, broker_pid: &str) -> Figures {
         reads: syscalls().0 - r0,
         writes: syscalls().1 - w0,
         batches: mqtt.batches.load(Relaxed) - batches0,
+        commits: gw.store.readings_commits.load(Relaxed) - commits0,
     }
 }
 
@@ -291,7 +446,7 @@ fn report(phase: &str, inflight: u32, f: &Figures) {
         format!("; publishers {:5.2} µs/msg", per(p))
     });
     println!(
-        "mqtt_ingest/{phase:<7} inflight {inflight:>4}: {:>8} msgs ({} rows stored) in {:6.2} s = {:>8.0} msg/s; gateway CPU {:5.2} s = {:5.2} µs/msg ({:3.0} % of a core); mosquitto {:5.2} µs/msg{publishers}; gateway syscalls/msg {:.2} read {:.2} write; {:.1} msgs/batch",
+        "mqtt_ingest/{phase:<9} inflight {inflight:>4}: {:>8} msgs ({} rows stored) in {:6.2} s = {:>8.0} msg/s; gateway CPU {:5.2} s = {:5.2} µs/msg ({:3.0} % of a core); mosquitto {:5.2} µs/msg{publishers}; gateway syscalls/msg {:.2} read {:.2} write; {:.1} msgs/batch, {:.1} rows/commit",
         f.messages,
         f.stored,
         f.wall_s,
@@ -303,10 +458,15 @@ fn report(phase: &str, inflight: u32, f: &Figures) {
         f.reads as f64 / f.messages as f64,
         f.writes as f64 / f.messages as f64,
         f.messages as f64 / f.batches.max(1) as f64,
+        f.stored as f64 / f.commits.max(1) as f64,
     );
 }
 
 fn main() {
+    if let Ok(arg) = std::env::var(LEAN_PUBLISHER) {
+        lean_publish(&arg);
+        return;
+    }
     // `cargo bench` passes `--bench`; under `cargo test --all-targets` this long
     // measurement is not run (benches are measurements, not tests).
     if !std::env::args().any(|a| a == "--bench") {
@@ -346,16 +506,23 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         for inflight in [20u32, 1000] {
-            // Live.
+            // Live, with either publisher.
             let b = broker(inflight);
             let pid = b.child.id().to_string();
-            let gw = Gateway::start(b.port, "bench-live");
-            gw.subscribed().await;
-            let pubs = publish(b.port, &lines);
-            let mut f = receive(&gw, total, tck, &pid).await;
-            f.publishers_cpu_s = Some(pubs.wait(tck));
-            report("live", inflight, &f);
-            gw.stop().await;
+            for (phase, lean) in [("live", false), ("live/lean", true)] {
+                let gw = Gateway::start(b.port, &format!("bench-{}", phase.replace('/', "-")));
+                gw.subscribed().await;
+                let base = gw.counts();
+                let pubs = if lean {
+                    publish_lean(b.port, &lines)
+                } else {
+                    publish(b.port, &lines)
+                };
+                let mut f = receive(&gw, base, total, tck, &pid).await;
+                f.publishers_cpu_s = Some(pubs.wait(tck));
+                report(phase, inflight, &f);
+                gw.stop().await;
+            }
 
             // Backlog: fill the stopped gateway's session, then drain it.
             let gw = Gateway::start(b.port, "bench-backlog");
@@ -363,7 +530,8 @@ fn main() {
             gw.stop().await;
             let publishers_cpu_s = publish(b.port, &lines).wait(tck);
             let gw = Gateway::start(b.port, "bench-backlog");
-            let mut f = receive(&gw, total, tck, &pid).await;
+            let base = gw.counts();
+            let mut f = receive(&gw, base, total, tck, &pid).await;
             f.publishers_cpu_s = Some(publishers_cpu_s);
             report("backlog", inflight, &f);
             gw.stop().await;
