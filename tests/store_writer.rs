@@ -451,3 +451,59 @@ async fn a_receipt_is_confirmed_after_its_commit_and_not_while_the_disk_is_full(
     writer.shutdown().await.unwrap();
     task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_with_receipts_in_a_stream_are_committed_together_and_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        // Sources waiting for receipts never wait this interval, only RECEIPT_GATHER.
+        min_commit_interval_ms: 600_000,
+        tick_ms: 600_000,
+        ..opts(&dir)
+    };
+    let (writer, task) = spawn(&o, 10);
+    let status = writer.status().clone();
+    let book = Arc::new(Receipts::default());
+    // 200 batches of 2 readings, one every 200 µs (40 ms in all), as an MQTT source
+    // hands on each read of its socket. Committed one by one, that would be about
+    // 200 commits; gathered for up to a millisecond, about 40.
+    const BATCHES: u64 = 200;
+    let sender = {
+        let (writer, book) = (writer.clone(), book.clone());
+        let rt = tokio::runtime::Handle::current();
+        std::thread::spawn(move || {
+            let start = std::time::Instant::now();
+            for k in 0..BATCHES {
+                while start.elapsed() < Duration::from_micros(200 * k) {
+                    std::hint::spin_loop();
+                }
+                let batch = Batch {
+                    readings: batch(2 * k as i64, 2),
+                    receipt: Some(book.receipt(k + 1)),
+                };
+                rt.block_on(writer.send_batch(batch)).unwrap();
+            }
+        })
+    };
+    let confirmed = {
+        let book = book.clone();
+        move || {
+            let book = book.clone();
+            async move { book.stored() == BATCHES }
+        }
+    };
+    // Not the ten-minute interval: confirmed within a few ms of the last batch.
+    wait_for(Duration::from_secs(30), "every receipt", confirmed).await;
+    sender.join().unwrap();
+    let commits = status.readings_commits.load(Ordering::Relaxed);
+    assert!(
+        commits <= BATCHES / 2,
+        "{commits} commits for {BATCHES} batches: not gathered"
+    );
+    assert_eq!(
+        stored_values(&o),
+        (0..2 * BATCHES).map(|k| k as f64).collect::<Vec<_>>()
+    );
+    writer.shutdown().await.unwrap();
+    task.await.unwrap();
+}
