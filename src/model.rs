@@ -178,8 +178,9 @@ pub struct Reading {
 }
 
 /// A batch of readings on its way from a source to the store, with an optional
-/// [`Receipt`] the store confirms once every reading of the batch is committed (or
-/// counted lost). A source that must not let go of its input before that — the MQTT
+/// [`Receipt`] the store confirms once every reading of the batch is committed; such
+/// readings are never dropped to make room, and a receipt left unconfirmed at a stop
+/// is dropped. A source that must not let go of its input before that — the MQTT
 /// source, which acknowledges a message to the broker only then — sends one; a
 /// source that can read its input again (Modbus) sends none.
 #[derive(Debug, Default)]

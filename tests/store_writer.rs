@@ -507,3 +507,73 @@ async fn batches_with_receipts_in_a_stream_are_committed_together_and_soon() {
     writer.shutdown().await.unwrap();
     task.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readings_awaited_by_a_receipt_are_kept_past_the_bound_and_confirmed_once_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = StoreOptions {
+        disk_limit_bytes: Some(256 * 1024),
+        max_batch_readings: 1_000,
+        max_held_readings: 3_000,
+        ..opts(&dir)
+    };
+    let (writer, task) = spawn(&o, 10);
+    let book = Arc::new(Receipts::default());
+    let mut sent = fill_until_held(&writer).await;
+    // The disk is full. Batches an MQTT source waits for (their messages are not
+    // acknowledged until stored), between plain ones (Modbus) that overflow the
+    // bound: 1,500 awaited readings and an empty awaited batch among 6,000 plain.
+    let mut awaited = Vec::new();
+    for (seq, n) in [(1u64, 500i64), (2, 500), (3, 0), (4, 500)] {
+        writer
+            .send_batch(Batch {
+                readings: batch(sent, n),
+                receipt: Some(book.receipt(seq)),
+            })
+            .await
+            .unwrap();
+        awaited.extend((sent..sent + n).map(|k| k as f64));
+        sent += n;
+        writer.send_readings(batch(sent, 2_000)).await.unwrap();
+        sent += 2_000;
+    }
+    let status = writer.status().clone();
+    wait_for(Duration::from_secs(10), "every batch taken", || {
+        let s = status.clone();
+        async move { s.readings_received.load(Ordering::Relaxed) == sent as u64 }
+    })
+    .await;
+    assert_eq!(status.readings_held.load(Ordering::Relaxed), 3_000);
+    assert!(status.readings_lost.load(Ordering::Relaxed) > 0);
+    assert_eq!(book.stored(), 0, "confirmed while not stored");
+
+    // Space again: every awaited reading is stored and every receipt confirmed.
+    writer.set_disk_limit(None).await.unwrap();
+    let confirmed = {
+        let book = book.clone();
+        move || {
+            let book = book.clone();
+            async move { book.stored() == 4 }
+        }
+    };
+    wait_for(Duration::from_secs(30), "every receipt", confirmed).await;
+    writer.shutdown().await.unwrap();
+    task.await.unwrap();
+    let values = stored_values(&o);
+    let kept: std::collections::HashSet<u64> = values.iter().map(|v| v.to_bits()).collect();
+    let missing = awaited
+        .iter()
+        .filter(|v| !kept.contains(&v.to_bits()))
+        .count();
+    assert_eq!(missing, 0, "awaited readings dropped");
+    let lost = status.readings_lost.load(Ordering::Relaxed) as i64;
+    assert_eq!(
+        values.len() as i64 + lost,
+        sent,
+        "stored + counted loss = sent"
+    );
+    assert!(
+        values.windows(2).all(|w| w[0] < w[1]),
+        "what is kept is in order"
+    );
+}

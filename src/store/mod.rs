@@ -242,7 +242,8 @@ pub struct StoreOptions {
     /// Most readings written in one transaction.
     pub max_batch_readings: usize,
     /// Most readings kept in memory while the store cannot write them (disk full);
-    /// beyond it the oldest are dropped, counted and logged.
+    /// beyond it the oldest are dropped, counted and logged. Readings whose source
+    /// waits for the commit (MQTT) are kept beyond it: their broker holds the rest.
     pub max_held_readings: usize,
     /// Group commit: the writer commits readings at once when its last commit is at
     /// least this old (ms), and otherwise gathers them until it is, so under a steady

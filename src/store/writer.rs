@@ -30,9 +30,12 @@
 //!
 //! Readings the store could not write (disk full, limit reached) are kept in memory,
 //! in order, and retried every tick; the store reports itself degraded meanwhile. Past
-//! [`StoreOptions::max_held_readings`] the oldest held readings are dropped — counted
-//! in [`StoreStatus::readings_lost`] and logged, never silently; their receipts are
-//! confirmed (there is nothing left to wait for).
+//! [`StoreOptions::max_held_readings`] the oldest held readings without a receipt are
+//! dropped — counted in [`StoreStatus::readings_lost`] and logged, never silently.
+//! Readings whose source waits for a receipt are never dropped: an MQTT source would
+//! acknowledge them, and the broker would forget them. They need no bound of their
+//! own: a broker sends a client only so many unacknowledged messages, and keeps the
+//! rest until the store can write again.
 
 use super::{AuditEntry, Store, StoreError, StoreOptions};
 use crate::engine::AlarmEvent;
@@ -230,10 +233,10 @@ struct Driver {
     control: mpsc::Receiver<Command>,
     readings: mpsc::Receiver<Batch>,
     held: VecDeque<Reading>,
-    /// Receipts waiting for their batch: (`taken` after the batch, receipt).
-    receipts: VecDeque<(u64, Receipt)>,
-    /// Readings ever taken into `held`, and ever let go of it (written or dropped):
-    /// `held` holds the readings numbered `settled..taken`.
+    /// Receipts waiting for their batch, in order.
+    receipts: VecDeque<Awaited>,
+    /// The numbers of the held readings: `held` holds `settled..taken`. Both grow as
+    /// readings are taken and written; dropping readings renumbers those after them.
     taken: u64,
     settled: u64,
     /// When the last readings write started (group commit).
@@ -241,6 +244,14 @@ struct Driver {
     /// A write failed; wait for the next tick before retrying.
     blocked: bool,
     status: Arc<StoreStatus>,
+}
+
+/// A batch whose source waits for its receipt: its readings are numbered
+/// `start..end` (as `Driver::taken` counts them) and are never dropped.
+struct Awaited {
+    start: u64,
+    end: u64,
+    receipt: Receipt,
 }
 
 fn opts_path(d: &Driver) -> String {
@@ -372,35 +383,75 @@ impl Driver {
         }
     }
 
-    /// Accept a batch into the hold buffer, dropping (counted) the oldest past the bound.
+    /// Accept a batch into the hold buffer; past the bound, drop (counted) the oldest
+    /// readings that no source waits for.
     fn take(&mut self, batch: Batch) {
         let n = batch.readings.len() as u64;
         self.status
             .readings_received
             .fetch_add(n, Ordering::Relaxed);
+        let start = self.taken;
         self.held.extend(batch.readings);
         self.taken += n;
-        if let Some(r) = batch.receipt {
-            self.receipts.push_back((self.taken, r));
+        if let Some(receipt) = batch.receipt {
+            self.receipts.push_back(Awaited {
+                start,
+                end: self.taken,
+                receipt,
+            });
         }
         let max = self.opts.max_held_readings.max(1);
         let excess = self.held.len().saturating_sub(max);
-        // Confirms an empty batch's receipt at once when nothing is held before it.
-        self.settle(excess as u64);
         if excess > 0 {
-            self.held.drain(..excess);
-            self.status
-                .readings_lost
-                .fetch_add(excess as u64, Ordering::Relaxed);
-            tracing::error!(
-                dropped = excess,
-                held = max,
-                "store cannot keep up and the hold buffer is full: dropped the oldest readings"
-            );
+            let dropped = self.drop_oldest_unawaited(excess);
+            if dropped > 0 {
+                self.status
+                    .readings_lost
+                    .fetch_add(dropped as u64, Ordering::Relaxed);
+                tracing::error!(
+                    dropped,
+                    held = self.held.len(),
+                    bound = max,
+                    "store cannot keep up and the hold buffer is full: dropped the oldest readings"
+                );
+            }
         }
+        // Confirms an empty batch's receipt once nothing is held before it.
+        self.settle(0);
         self.status
             .readings_held
             .store(self.held.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Drop up to `want` of the oldest held readings that no receipt waits for, keeping
+    /// the order of the rest; how many were dropped.
+    fn drop_oldest_unawaited(&mut self, mut want: usize) -> usize {
+        let mut dropped = 0;
+        // The number of the first held reading not yet known to be awaited.
+        let mut num = self.settled;
+        while want > 0 && num < self.taken {
+            // Readings from `num` up to the next awaited batch (or the end) are free.
+            let free_end = match self.receipts.iter().find(|a| a.end > num) {
+                Some(a) if a.start <= num => {
+                    num = a.end; // awaited: skip the batch
+                    continue;
+                }
+                Some(a) => a.start,
+                None => self.taken,
+            };
+            let k = (free_end - num).min(want as u64);
+            let at = (num - self.settled) as usize;
+            self.held.drain(at..at + k as usize);
+            // The batches after the dropped readings move up by `k`.
+            for a in self.receipts.iter_mut().filter(|a| a.start >= num + k) {
+                a.start -= k;
+                a.end -= k;
+            }
+            self.taken -= k;
+            want -= k as usize;
+            dropped += k as usize;
+        }
+        dropped
     }
 
     /// Group commit: when held readings may be written next; sooner when a source
@@ -415,17 +466,13 @@ impl Driver {
         self.last_write + interval
     }
 
-    /// `n` more held readings are written or dropped: confirm the receipts of every
-    /// batch now wholly let go of.
+    /// `n` more held readings are written: confirm the receipts of every batch now
+    /// wholly written.
     fn settle(&mut self, n: u64) {
         self.settled += n;
-        while self
-            .receipts
-            .front()
-            .is_some_and(|(end, _)| *end <= self.settled)
-        {
-            if let Some((_, r)) = self.receipts.pop_front() {
-                r.confirm();
+        while self.receipts.front().is_some_and(|a| a.end <= self.settled) {
+            if let Some(a) = self.receipts.pop_front() {
+                a.receipt.confirm();
             }
         }
     }
@@ -493,5 +540,136 @@ impl Driver {
             tracing::error!(lost = n, "store shut down with readings it could not write");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::model::{PointId, Quality, Receipts};
+
+    /// A writer that only takes batches (never writes), with a bound of `max`.
+    fn driver(dir: &tempfile::TempDir, max: usize) -> Driver {
+        let opts = StoreOptions {
+            path: dir.path().join("s.db"),
+            max_held_readings: max,
+            ..StoreOptions::default()
+        };
+        let store = Store::open(&opts).unwrap();
+        let (_, control) = mpsc::channel(1);
+        let (_, readings) = mpsc::channel(1);
+        Driver {
+            store,
+            opts,
+            control,
+            readings,
+            held: VecDeque::new(),
+            receipts: VecDeque::new(),
+            taken: 0,
+            settled: 0,
+            last_write: tokio::time::Instant::now(),
+            blocked: false,
+            status: Arc::new(StoreStatus::default()),
+        }
+    }
+
+    /// Random batches, plain and awaited (some empty), into a small bound, with some
+    /// held readings written now and then: after every step the held readings are the
+    /// awaited ones and the newest plain ones, in order, and every receipt covers
+    /// exactly its batch.
+    #[test]
+    fn past_the_bound_only_the_oldest_plain_readings_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = driver(&dir, 50);
+        let book = Arc::new(Receipts::default());
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        // Every reading's value is its number in arrival order.
+        let (mut sent, mut seq) = (0u64, 0u64);
+        let mut plain: Vec<u64> = Vec::new();
+        // Awaited batches not yet confirmed, in order: (number, its readings).
+        let mut pending: VecDeque<(u64, Vec<u64>)> = VecDeque::new();
+        for _ in 0..2_000 {
+            let n = next() % 12;
+            let readings: Vec<Reading> = (sent..sent + n)
+                .map(|k| Reading {
+                    point: PointId(0),
+                    ts: Timestamp(k as i64),
+                    value: k as f64,
+                    quality: Quality::Good,
+                })
+                .collect();
+            let receipt = if next() % 3 == 0 {
+                seq += 1;
+                pending.push_back((seq, (sent..sent + n).collect()));
+                Some(book.receipt(seq))
+            } else {
+                plain.extend(sent..sent + n);
+                None
+            };
+            sent += n;
+            d.take(Batch { readings, receipt });
+            // Now and then the store writes some of the front.
+            if next() % 10 == 0 {
+                let k = (next() % 20).min(d.held.len() as u64);
+                d.held.drain(..k as usize);
+                d.settle(k);
+            }
+
+            while pending.front().is_some_and(|(s, _)| *s <= book.stored()) {
+                pending.pop_front();
+            }
+            assert_eq!(pending.len(), d.receipts.len());
+            let held: Vec<u64> = d.held.iter().map(|r| r.value as u64).collect();
+            assert_eq!(held.len() as u64, d.taken - d.settled);
+            assert!(held.windows(2).all(|w| w[0] < w[1]), "out of order");
+            let mut awaited = std::collections::HashSet::new();
+            let mut last_end = d.settled;
+            for (a, (_, batch)) in d.receipts.iter().zip(&pending) {
+                // The front batch may be partly written already: it starts before
+                // `settled`.
+                let start = a.start.max(d.settled);
+                assert!(
+                    last_end <= start && start <= a.end && a.end <= d.taken,
+                    "{last_end} {} {} {} {}",
+                    a.start,
+                    a.end,
+                    d.settled,
+                    d.taken
+                );
+                last_end = a.end;
+                let range = (start - d.settled) as usize..(a.end - d.settled) as usize;
+                if a.start >= d.settled {
+                    assert_eq!(&held[range.clone()], &batch[..], "receipt off its batch");
+                } else {
+                    // Partly written: the rest of the batch.
+                    assert!(
+                        batch.ends_with(&held[range.clone()]),
+                        "receipt off its batch"
+                    );
+                }
+                awaited.extend(held[range].iter().copied());
+            }
+            let kept_plain: Vec<u64> = held
+                .iter()
+                .copied()
+                .filter(|v| !awaited.contains(v))
+                .collect();
+            // The plain readings kept are the newest not yet written.
+            assert!(
+                plain.ends_with(&kept_plain),
+                "a newer plain reading went first"
+            );
+            if held.len() > 50 {
+                assert!(kept_plain.is_empty(), "over the bound with plain readings");
+            }
+        }
+        assert!(d.status.readings_lost.load(Ordering::Relaxed) > 0);
     }
 }
