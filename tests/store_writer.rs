@@ -466,7 +466,7 @@ async fn batches_with_receipts_in_a_stream_are_committed_together_and_soon() {
     let book = Arc::new(Receipts::default());
     // 200 batches of 2 readings, one every 200 µs (40 ms in all), as an MQTT source
     // hands on each read of its socket. Committed one by one, that would be about
-    // 200 commits; gathered for up to a millisecond, about 40.
+    // 200 commits; gathered for 1–2 ms, 20–40.
     const BATCHES: u64 = 200;
     let sender = {
         let (writer, book) = (writer.clone(), book.clone());

@@ -249,8 +249,8 @@ pub struct StoreOptions {
     /// least this old (ms), and otherwise gathers them until it is, so under a steady
     /// stream there is at most one readings transaction per interval, while a reading
     /// after a quiet spell is committed without delay. Batches whose source waits for
-    /// the commit (MQTT messages are acknowledged after it) wait at most
-    /// [`writer::RECEIPT_GATHER`]. 0: commit every batch as it comes.
+    /// the commit (MQTT messages are acknowledged after it) wait only
+    /// [`writer::RECEIPT_GATHER`], 1–2 ms. 0: commit every batch as it comes.
     pub min_commit_interval_ms: u64,
     /// How often the writer retries held readings and closes finished buckets (ms).
     pub tick_ms: u64,
