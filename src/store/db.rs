@@ -82,8 +82,7 @@ fn now_ms() -> i64 {
 impl Store {
     /// Open (or create) the store. A foreign or corrupt file is refused and left as is.
     pub fn open(opts: &StoreOptions) -> Result<Store, StoreError> {
-        let conn = schema::open(opts)?;
-        let reader = Reader { conn };
+        let reader = Reader::from_open(schema::open(opts)?);
         let alarm_head = Self::chain_head(&reader, ChainName::AlarmEvents)?;
         let audit_head = Self::chain_head(&reader, ChainName::Audit)?;
         let stats_seq: i64 = reader.conn.query_row(

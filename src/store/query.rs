@@ -78,6 +78,8 @@ pub struct SinkCursor {
 /// A read connection to the store (also commits cursors and quarantines lines).
 pub struct Reader {
     pub(super) conn: Connection,
+    /// Declared after `conn`: dropped once the connection is closed.
+    _open: schema::OpenFile,
 }
 
 fn reading_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64, Option<f64>, i64)> {
@@ -122,9 +124,11 @@ impl Reader {
             path: path.to_owned(),
             ..StoreOptions::default()
         };
-        Ok(Reader {
-            conn: schema::open(&opts)?,
-        })
+        Ok(Reader::from_open(schema::open(&opts)?))
+    }
+
+    pub(super) fn from_open((conn, _open): (Connection, schema::OpenFile)) -> Reader {
+        Reader { conn, _open }
     }
 
     /// All known points.

@@ -5,6 +5,54 @@ use crate::model::Quality;
 use rusqlite::{Connection, OpenFlags};
 use std::io::Read;
 use std::path::Path;
+use std::sync::Mutex;
+
+/// Store files this process has open through SQLite, by device and inode, once per
+/// connection. Their header is never read with a plain file handle while one is open:
+/// closing any handle on a file drops every POSIX lock the process holds on it,
+/// SQLite's own among them. Another process closing its connection (an inspector's
+/// `sqlite3`, `hazgate verify-store`) would then take itself for the last connection,
+/// checkpoint and delete the WAL that this process still writes to: every commit
+/// after that is invisible to others and lost in a crash.
+static OPENED: Mutex<Vec<(u64, u64)>> = Mutex::new(Vec::new());
+
+/// A connection's entry in [`OPENED`], removed when it is dropped. Held next to the
+/// connection and declared after it, so the connection closes first.
+#[derive(Debug)]
+pub(super) struct OpenFile(Option<(u64, u64)>);
+
+impl OpenFile {
+    fn new(path: &Path) -> OpenFile {
+        let id = file_id(path);
+        if let Some(id) = id {
+            opened().push(id);
+        }
+        OpenFile(id)
+    }
+}
+
+impl Drop for OpenFile {
+    fn drop(&mut self) {
+        if let Some(id) = self.0 {
+            let mut ids = opened();
+            if let Some(i) = ids.iter().position(|x| *x == id) {
+                ids.swap_remove(i);
+            }
+        }
+    }
+}
+
+/// The device and inode of `path`, from its metadata (no handle on the file).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn opened() -> std::sync::MutexGuard<'static, Vec<(u64, u64)>> {
+    OPENED
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// `PRAGMA application_id` of a hazgate store: ASCII `HZGT`.
 pub const APPLICATION_ID: i64 = 0x485A_4754;
@@ -122,7 +170,13 @@ CREATE TABLE IF NOT EXISTS meta (
 
 /// Check that `path` is absent, empty, or a hazgate store, before SQLite touches it.
 /// Reading the header ourselves means a foreign file is never opened read-write.
+///
+/// A file this process has open is not read again (see [`OPENED`]); it was checked
+/// when first opened, and SQLite's own check in [`open`] still applies.
 fn check_header(path: &Path) -> Result<bool, StoreError> {
+    if file_id(path).is_some_and(|id| opened().contains(&id)) {
+        return Ok(true);
+    }
     let foreign = |reason: String| StoreError::Foreign {
         path: path.to_owned(),
         reason,
@@ -179,8 +233,9 @@ fn check_header(path: &Path) -> Result<bool, StoreError> {
     Ok(true)
 }
 
-/// Open (or create) the store file and bring the schema up.
-pub(super) fn open(opts: &StoreOptions) -> Result<Connection, StoreError> {
+/// Open (or create) the store file and bring the schema up; the connection comes with
+/// its entry in [`OPENED`].
+pub(super) fn open(opts: &StoreOptions) -> Result<(Connection, OpenFile), StoreError> {
     let path = opts.path.as_path();
     let existed = check_header(path)?;
     let conn = Connection::open_with_flags(
@@ -189,6 +244,8 @@ pub(super) fn open(opts: &StoreOptions) -> Result<Connection, StoreError> {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
+    // From here on SQLite holds the file open (and created it if it was missing).
+    let open = OpenFile::new(path);
     conn.busy_timeout(std::time::Duration::from_millis(opts.busy_timeout_ms))?;
     // The header check above ran before SQLite; re-check through SQLite too (it sees a
     // hot journal or WAL the raw header may not reflect).
@@ -262,7 +319,7 @@ pub(super) fn open(opts: &StoreOptions) -> Result<Connection, StoreError> {
         conn.execute_batch("PRAGMA wal_checkpoint(FULL);")?;
     }
     set_disk_limit(&conn, opts.disk_limit_bytes)?;
-    Ok(conn)
+    Ok((conn, open))
 }
 
 /// Apply a disk limit as SQLite's `max_page_count` (never below the current size).
