@@ -2,6 +2,8 @@
 //! nothing under `/api/v1` answers; SIGTERM stops the server with the gateway.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -115,22 +117,6 @@ modbus = {{ table = "holding", address = 0, data_type = "u16" }}
         .unwrap();
     assert_eq!(r.status(), 403, "a viewer token cannot read the audit log");
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "did not stop within 15 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let status = support::stop_with_sigterm(&mut child, Duration::from_secs(15));
+    assert!(status.success(), "exit status {status}");
 }

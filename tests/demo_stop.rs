@@ -5,6 +5,8 @@
 //! fault.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -59,23 +61,7 @@ fn the_demo_stops_on_sigterm_with_no_error_in_its_log() {
     }
     std::thread::sleep(Duration::from_secs(3));
 
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "did not stop within 15 s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = support::stop_with_sigterm(&mut child, Duration::from_secs(15));
     for r in readers {
         r.join().unwrap();
     }

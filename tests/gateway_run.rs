@@ -4,6 +4,8 @@
 //! store and catches tampering, and a restart continues the open alarm under its id.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use hazgate_sim::farm::{Farm, FarmOptions};
 use hazgate_sim::scenario::Scenario;
 use std::io::{BufRead, BufReader};
@@ -117,24 +119,8 @@ impl Gateway {
     }
 
     fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
-        let deadline = std::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "did not stop within 15 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = support::stop_with_sigterm(&mut self.child, Duration::from_secs(15));
+        assert!(status.success(), "exit status {status}");
         self.wait_line("saying it stopped", |l| l.contains("stopped"));
     }
 }

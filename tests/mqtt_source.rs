@@ -546,15 +546,7 @@ async fn a_message_is_acknowledged_only_once_its_batch_is_stored() {
     })
     .await;
     gw.stop().await;
-    let gw = Gateway::start(&device, &points, 64);
-    gw.ready().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let got = gw.stop().await;
-    assert_eq!(
-        distinct(&got, seq),
-        BTreeSet::new(),
-        "sent again after PUBACK"
-    );
+    nothing_comes_again(&device, &points, seq, "sent again after PUBACK").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -571,15 +563,16 @@ async fn a_clean_stop_acknowledges_what_the_store_confirms_and_nothing_comes_aga
     }
     gw.stop().await;
     assert_eq!(stats.acks.load(Relaxed), 20, "{stats:?}");
-    let gw = Gateway::start(&device, &points, 64);
+    nothing_comes_again(&device, &points, seq, "sent again after a clean stop").await;
+}
+
+/// The next run with the same session gets none of `seq`'s messages again.
+async fn nothing_comes_again(device: &str, points: &[String], seq: PointId, what: &str) {
+    let gw = Gateway::start(device, points, 64);
     gw.ready().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let got = gw.stop().await;
-    assert_eq!(
-        distinct(&got, seq),
-        BTreeSet::new(),
-        "sent again after a clean stop"
-    );
+    assert_eq!(distinct(&got, seq), BTreeSet::new(), "{what}");
 }
 
 /// Read one MQTT packet from a raw socket: (first byte, body).

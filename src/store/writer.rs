@@ -102,28 +102,11 @@ pub struct StoreWriter {
 impl StoreWriter {
     /// Start the writer (a thread of its own) for `store`. Needs a tokio runtime.
     pub fn spawn(store: Store) -> (StoreWriter, tokio::task::JoinHandle<()>) {
-        let opts = store.options().clone();
-        // As if the last commit were an interval ago: the first batch goes at once.
-        let now = tokio::time::Instant::now();
-        let last_write = now
-            .checked_sub(Duration::from_millis(opts.min_commit_interval_ms))
-            .unwrap_or(now);
+        let opts = store.options();
         let (control, control_rx) = mpsc::channel(opts.control_queue.max(1));
         let (readings, readings_rx) = mpsc::channel(opts.readings_queue_batches.max(1));
-        let status = Arc::new(StoreStatus::default());
-        let driver = Driver {
-            store,
-            opts,
-            control: control_rx,
-            readings: readings_rx,
-            held: VecDeque::new(),
-            receipts: VecDeque::new(),
-            taken: 0,
-            settled: 0,
-            last_write,
-            blocked: false,
-            status: status.clone(),
-        };
+        let driver = Driver::new(store, control_rx, readings_rx);
+        let status = driver.status.clone();
         let span = tracing::info_span!("store_writer", path = %opts_path(&driver));
         // The writer owns a thread: its SQLite calls run there inline, with no hand-off
         // to a pool thread and back for every commit. The returned task ends with it.
@@ -270,6 +253,32 @@ fn wall_clock() -> Timestamp {
 }
 
 impl Driver {
+    fn new(
+        store: Store,
+        control: mpsc::Receiver<Command>,
+        readings: mpsc::Receiver<Batch>,
+    ) -> Driver {
+        let opts = store.options().clone();
+        // As if the last commit were an interval ago: the first batch goes at once.
+        let now = tokio::time::Instant::now();
+        let last_write = now
+            .checked_sub(Duration::from_millis(opts.min_commit_interval_ms))
+            .unwrap_or(now);
+        Driver {
+            store,
+            opts,
+            control,
+            readings,
+            held: VecDeque::new(),
+            receipts: VecDeque::new(),
+            taken: 0,
+            settled: 0,
+            last_write,
+            blocked: false,
+            status: Arc::new(StoreStatus::default()),
+        }
+    }
+
     /// Run a store call (inline: the writer owns its thread) and publish whether the
     /// store is degraded after it.
     fn call<R>(&mut self, f: impl FnOnce(&mut Store) -> R) -> R {
@@ -567,22 +576,9 @@ mod tests {
             max_held_readings: max,
             ..StoreOptions::default()
         };
-        let store = Store::open(&opts).unwrap();
         let (_, control) = mpsc::channel(1);
         let (_, readings) = mpsc::channel(1);
-        Driver {
-            store,
-            opts,
-            control,
-            readings,
-            held: VecDeque::new(),
-            receipts: VecDeque::new(),
-            taken: 0,
-            settled: 0,
-            last_write: tokio::time::Instant::now(),
-            blocked: false,
-            status: Arc::new(StoreStatus::default()),
-        }
+        Driver::new(Store::open(&opts).unwrap(), control, readings)
     }
 
     /// Random batches, plain and awaited (some empty), into a small bound, with some

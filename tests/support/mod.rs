@@ -84,6 +84,26 @@ pub fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// Send SIGTERM to `child` and wait, at most `within`, for it to exit; its status.
+pub fn stop_with_sigterm(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "did not stop within {within:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A free loopback port: bind port 0, read the port, release it for the server.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -281,8 +281,7 @@ impl Conn {
     }
 }
 
-/// rustls on the `ring` provider: roots from `ca_file` (else the system's), and a
-/// client certificate when one is configured.
+/// A received MQTT 3.1.1 PUBLISH as the driver sees it.
 fn message_v3(p: rumqttc::Publish) -> Message {
     Message {
         ack: (p.qos != rumqttc::QoS::AtMostOnce).then_some(p.pkid),
@@ -293,6 +292,7 @@ fn message_v3(p: rumqttc::Publish) -> Message {
     }
 }
 
+/// A received MQTT 5 PUBLISH as the driver sees it.
 fn message_v5(p: v5::mqttbytes::v5::Publish) -> Message {
     Message {
         ack: (p.qos != v5::mqttbytes::QoS::AtMostOnce).then_some(p.pkid),
@@ -303,6 +303,8 @@ fn message_v5(p: v5::mqttbytes::v5::Publish) -> Message {
     }
 }
 
+/// rustls on the `ring` provider: roots from `ca_file` (else the system's), and a
+/// client certificate when one is configured.
 fn tls_config(b: &BrokerSpec) -> Result<rumqttc::TlsConfiguration, ClientError> {
     let Some(tls) = &b.tls else {
         return Err(ClientError::Tls("no TLS settings".into()));

@@ -14,14 +14,16 @@
 //!   messages came in). A crash (`kill -9` included) or a lost connection before
 //!   that commit means the broker delivers the message again, not that it is lost.
 //!   A stop waits up to [`STOP_WAIT`] for the store to confirm what was handed on,
-//!   sends those PUBACKs and a DISCONNECT, so a restart does not bring them again. The price is at-least-once: a message stored whose PUBACK did not reach
-//!   the broker arrives again (DUP set, counted as `redelivered`) and gives the same
+//!   sends those PUBACKs and a DISCONNECT, so a restart does not bring them again.
+//!   The price is at-least-once: a message stored whose PUBACK did not reach the
+//!   broker arrives again (DUP set, counted as `redelivered`) and gives the same
 //!   reading twice. While the store cannot write (disk full) nothing is
 //!   acknowledged, so the broker keeps the messages. Throughput per connection is
 //!   bounded by the broker's window of unacknowledged messages (Mosquitto's
 //!   `max_inflight_messages`; on MQTT 5 also the client's receive maximum) per
-//!   commit round trip; a batch with unacknowledged messages is committed as soon
-//!   as the store writer is free (`cargo bench --bench mqtt_ingest` measures it).
+//!   commit round trip; the store commits batches awaiting a receipt every
+//!   [`RECEIPT_GATHER`](crate::store::writer::RECEIPT_GATHER) or so (`cargo bench
+//!   --bench mqtt_ingest` measures it).
 //! - **Backpressure, never a drop.** Readings go out in batches (at most
 //!   [`BATCH_MAX`], handed on as soon as no more messages are already buffered) on a
 //!   bounded channel. When the channel is full the task waits; meanwhile it reads
